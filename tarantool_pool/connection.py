@@ -1,0 +1,560 @@
+"""Connection: one Tarantool server, shared safely by many threads.
+
+Rules:
+- Every request has a deadline (per-call ``timeout=``, else ``socket_timeout``,
+  else :data:`DEFAULT_REQUEST_TIMEOUT`).  A late reply is dropped; the
+  connection keeps serving others.
+- Requests are pipelined on one :class:`~tarantool_pool.transport.Link`;
+  each caller waits on its own reply slot (see transport's rules).
+- Names (spaces, indexes, update fields) are resolved from a lazily loaded
+  :class:`~tarantool_pool.schema.Schema`; a request built from names carries
+  the schema version, and the server's "wrong schema version" answer reloads
+  the schema and re-sends the request once.
+- Reconnect: a standalone Connection reconnects on the next request
+  (``reconnect_max_attempts`` retries, ``reconnect_delay`` apart, inside the
+  request's deadline).  A pool's connections leave that to their unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from .crud import CrudMixin
+from .errors import (
+    ConfigurationError,
+    ConnectionClosedError,
+    DatabaseError,
+    NetworkError,
+    RequestTimeoutError,
+    SchemaError,
+    WrongSchemaVersionError,
+)
+from .msgpack_ext import decode_error_stack
+from . import protocol as p
+from .protocol import Decoder, Encoder, Frame
+from .response import Response
+from .schema import VINDEX_ID, VSPACE_ID, Schema
+from .transport import Link, ReplySlot, TlsOptions, open_socket, read_greeting
+
+log = logging.getLogger("tarantool_pool")
+
+DEFAULT_REQUEST_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+PushCallback = Callable[[Any, Any], None]
+
+
+class Connection(CrudMixin):
+    """A thread-safe, pipelined connection, API-compatible with ``tarantool.Connection``."""
+
+    def __init__(self, host: str | None, port: int | str, user: str | None = None, password: str | None = None,
+                 socket_timeout: float | None = None, reconnect_max_attempts: int = 10,
+                 reconnect_delay: float = 0.1, connect_now: bool = True, encoding: str | None = "utf-8",
+                 use_list: bool = True, call_16: bool = False, connection_timeout: float | None = None,
+                 transport: str = "", ssl_key_file: str | None = None, ssl_cert_file: str | None = None,
+                 ssl_ca_file: str | None = None, ssl_ciphers: str | None = None,
+                 ssl_password: str | None = None, ssl_password_file: str | None = None,
+                 auth_type: str | None = None, fetch_schema: bool = True, *,
+                 max_frame_size: int = p.DEFAULT_MAX_FRAME_SIZE, auto_reconnect: bool = True,
+                 on_disconnect: Callable[[BaseException], None] | None = None) -> None:
+        if encoding not in (None, "utf-8"):
+            raise ConfigurationError(f"encoding must be 'utf-8' or None, got {encoding!r}")
+        if transport not in ("", "ssl"):
+            raise ConfigurationError(f"transport must be '' or 'ssl', got {transport!r}")
+        if auth_type not in (None, "chap-sha1", "pap-sha256"):
+            raise ConfigurationError(f"auth_type must be 'chap-sha1' or 'pap-sha256', got {auth_type!r}")
+        if auth_type == "pap-sha256" and transport != "ssl":
+            raise ConfigurationError("auth_type 'pap-sha256' sends the password itself: it needs transport='ssl'")
+        for option, value in (("socket_timeout", socket_timeout), ("connection_timeout", connection_timeout)):
+            if value is not None and not value > 0:
+                raise ConfigurationError(f"{option} must be a positive number of seconds, got {value!r}")
+        if host not in (None, "unix/") and not (isinstance(port, int) or str(port).isdigit()):
+            raise ConfigurationError(f"port must be an integer, got {port!r}")
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.socket_timeout = socket_timeout
+        self.reconnect_max_attempts = reconnect_max_attempts
+        self.reconnect_delay = reconnect_delay
+        self.encoding = encoding
+        self.use_list = use_list
+        self.call_16 = call_16
+        self.connection_timeout = connection_timeout
+        self.transport = transport
+        self.auth_type = auth_type or "chap-sha1"
+        self.fetch_schema = fetch_schema
+        self.tls = TlsOptions(ssl_key_file, ssl_cert_file, ssl_ca_file, ssl_ciphers, ssl_password,
+                              ssl_password_file) if transport == "ssl" else None
+        self.default_timeout = socket_timeout or DEFAULT_REQUEST_TIMEOUT
+        self.name = f"{host}:{port}"
+        self._max_frame_size = max_frame_size
+        self._auto_reconnect = auto_reconnect
+        self._on_disconnect = on_disconnect
+        self._encoder = Encoder(encoding)
+        self._link: Link | None = None
+        self._connect_lock = threading.Lock()
+        self._schema: Schema | None = None
+        self._schema_lock = threading.Lock()
+        self._closed = False
+        self._ever_connected = False
+        if connect_now:
+            self.connect()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def greeting(self) -> p.Greeting | None:
+        link = self._link
+        return link.greeting if link is not None else None
+
+    @property
+    def version(self) -> tuple[int, int, int] | None:
+        greeting = self.greeting
+        return greeting.version if greeting is not None else None
+
+    def connect(self, timeout: float | None = None) -> None:
+        """(Re)connect and authenticate now; raises NetworkError/AuthenticationError on failure."""
+        budget = timeout or self.connection_timeout or DEFAULT_CONNECT_TIMEOUT
+        deadline = time.monotonic() + budget
+        if not self._connect_lock.acquire(timeout=budget):
+            raise NetworkError(0, f"connect to {self.name}: another thread's connect did not finish in time")
+        try:
+            self._closed = False
+            link = self._link
+            if link is not None and link.alive:
+                return
+            self._link = self._open_link(deadline)
+            self._ever_connected = True
+        finally:
+            self._connect_lock.release()
+
+    def _open_link(self, deadline: float) -> Link:
+        where = f"connect to {self.name}"
+        sock = open_socket(self.host, self.port, _remaining(deadline, where), self.tls)
+        try:
+            greeting = read_greeting(sock, _remaining(deadline, where), where)
+        except BaseException:
+            sock.close()
+            raise
+        decoder = Decoder(self.encoding, self._max_frame_size, self.use_list)
+        link = Link(sock, greeting, self.name, decoder, on_lost=self._link_lost,
+                    send_timeout=max(self.default_timeout, 1.0))
+        try:
+            if self.user:
+                self._authenticate_on(link, self.user, self.password or "", deadline)
+        except BaseException:
+            link.close()
+            raise
+        log.debug("connected to %s (Tarantool %s)", self.name, greeting.version_text)
+        return link
+
+    def _authenticate_on(self, link: Link, user: str, password: str, deadline: float) -> None:
+        if self.auth_type == "pap-sha256":
+            body: dict[int, Any] = {p.KEY_USER_NAME: user, p.KEY_TUPLE: ["pap-sha256", password]}
+        else:
+            body = p.auth_body(user, p.chap_sha1_scramble(link.greeting.salt, password))
+        self._roundtrip(link, p.AUTH, body, deadline)
+
+    def _link_lost(self, link: Link, reason: BaseException) -> None:
+        if link is self._link and not self._closed:
+            log.debug("connection to %s lost: %s", self.name, reason)
+            if self._on_disconnect is not None:
+                self._on_disconnect(reason)
+
+    def _live_link(self, deadline: float) -> Link:
+        link = self._link
+        if link is not None and link.alive:
+            return link
+        if self._closed:
+            raise ConnectionClosedError(0, f"{self.name}: the connection is closed")
+        if not self._auto_reconnect:
+            reason = link.lost_reason if link is not None else "not connected"
+            raise NetworkError(0, f"{self.name}: no connection ({reason})")
+        attempt = 0
+        while True:
+            try:
+                self.connect(timeout=max(_remaining(deadline, f"reconnect to {self.name}"), 0.001))
+                link = self._link
+                assert link is not None  # connect() either set a live link or raised
+                return link
+            except NetworkError:
+                attempt += 1
+                if attempt > self.reconnect_max_attempts or self._closed:
+                    raise
+                if time.monotonic() + self.reconnect_delay >= deadline:
+                    raise
+                time.sleep(self.reconnect_delay)
+
+    def close(self) -> None:
+        """Close the connection; in-flight requests fail at once with ConnectionClosedError."""
+        self._closed = True
+        link = self._link
+        if link is not None:
+            link.close()
+
+    def is_closed(self) -> bool:
+        link = self._link
+        return self._closed or link is None or not link.alive
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.is_closed() else "open"
+        return f"<tarantool_pool.Connection {self.name} user={self.user!r} {state}>"
+
+    # -- the request core ----------------------------------------------------------
+
+    def _deadline(self, timeout: float | None) -> float:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        return time.monotonic() + (timeout if timeout is not None else self.default_timeout)
+
+    def _roundtrip(self, link: Link, code: int, body: dict[int, Any] | None, deadline: float,
+                   schema_version: int = 0, on_push: PushCallback | None = None,
+                   on_push_ctx: Any = None) -> Frame:
+        """Send one request on ``link`` and wait for its reply until ``deadline``."""
+        sync = link.next_sync()
+        data = self._encoder.frame(code, sync, body, schema_version)  # encode errors: nothing sent
+        slot = ReplySlot(wants_pushes=on_push is not None)
+        link.register(sync, slot)
+        link.send(data)
+        push_handler = None
+        if on_push is not None:
+            def push_handler(frame: Frame) -> None:
+                on_push(frame.body.get(p.KEY_DATA), on_push_ctx)
+        if not slot.wait(deadline - time.monotonic(), push_handler):
+            if link.forget(sync):
+                raise RequestTimeoutError(0, f"{self.name}: no reply within the deadline "
+                                             f"(request type {code}, sync {sync})")
+            slot.wait_forever()
+        if slot.error is not None:
+            raise slot.error
+        frame = slot.frame
+        assert frame is not None  # a completed slot has a frame or an error
+        if frame.status >= p.STATUS_ERROR_FLAG:
+            raise self._server_error(frame)
+        return frame
+
+    def _server_error(self, frame: Frame) -> DatabaseError:
+        message = frame.body.get(p.KEY_ERROR_24, "")
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        stack = None
+        if p.KEY_ERROR in frame.body:
+            try:
+                stack = decode_error_stack(frame.body[p.KEY_ERROR])
+            except ValueError:
+                stack = None
+        return DatabaseError.from_server(frame.error_code, message, stack)
+
+    def _request(self, code: int, body: dict[int, Any] | None, timeout: float | None = None,
+                 on_push: PushCallback | None = None, on_push_ctx: Any = None) -> Response:
+        deadline = self._deadline(timeout)
+        frame = self._roundtrip(self._live_link(deadline), code, body, deadline, 0, on_push, on_push_ctx)
+        return Response(frame)
+
+    def _request_by_name(self, code: int, build: Callable[[Schema | None], dict[int, Any]],
+                         uses_names: bool, timeout: float | None, on_push: PushCallback | None = None,
+                         on_push_ctx: Any = None) -> Response:
+        """A request whose body needs the schema when ``uses_names`` (resolved by ``build``)."""
+        deadline = self._deadline(timeout)
+        if not uses_names:
+            link = self._live_link(deadline)
+            return Response(self._roundtrip(link, code, build(None), deadline, 0, on_push, on_push_ctx))
+        for attempt in range(2):
+            link = self._live_link(deadline)
+            schema = self._current_schema(link, deadline)
+            try:
+                body = build(schema)
+            except SchemaError:
+                if attempt:
+                    raise
+                self._reload_schema(link, deadline, schema)  # the name may be new: look once more
+                continue
+            try:
+                return Response(self._roundtrip(link, code, body, deadline, schema.version, on_push, on_push_ctx))
+            except WrongSchemaVersionError:
+                if attempt:
+                    raise
+                self._reload_schema(link, deadline, schema)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- schema ----------------------------------------------------------------------
+
+    def _current_schema(self, link: Link, deadline: float) -> Schema:
+        if not self.fetch_schema:
+            raise SchemaError(0, "fetch_schema=False: refer to spaces, indexes and fields by number")
+        schema = self._schema
+        if schema is None:
+            schema = self._reload_schema(link, deadline, None)
+        return schema
+
+    def _reload_schema(self, link: Link, deadline: float, stale: Schema | None) -> Schema:
+        """Load the schema; concurrent callers share one load."""
+        if not self._schema_lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
+            raise RequestTimeoutError(0, f"{self.name}: schema load did not finish within the deadline")
+        try:
+            if self._schema is not None and self._schema is not stale:
+                return self._schema
+            for _ in range(3):
+                spaces = self._roundtrip(link, p.SELECT, p.select_body(
+                    VSPACE_ID, 0, [], 0, p.SELECT_NO_LIMIT, p.ITERATORS["ALL"]), deadline)
+                indexes = self._roundtrip(link, p.SELECT, p.select_body(
+                    VINDEX_ID, 0, [], 0, p.SELECT_NO_LIMIT, p.ITERATORS["ALL"]), deadline)
+                if spaces.schema_version == indexes.schema_version:  # no DDL between the two reads
+                    break
+            self._schema = Schema.from_rows(spaces.body.get(p.KEY_DATA) or [],
+                                            indexes.body.get(p.KEY_DATA) or [], spaces.schema_version)
+            return self._schema
+        finally:
+            self._schema_lock.release()
+
+    def flush_schema(self) -> None:
+        """Forget the cached schema; the next request by name loads it again."""
+        self._schema = None
+
+    # -- the compatible API -------------------------------------------------------------
+
+    def ping(self, notime: bool = False, *, timeout: float | None = None) -> float | str:
+        """Round trip in seconds, or ``"Success"`` when ``notime`` is true."""
+        started = time.monotonic()
+        self._request(p.PING, None, timeout)
+        return "Success" if notime else time.monotonic() - started
+
+    def select(self, space_name: str | int, key: Any = None, *, offset: int = 0,
+               limit: int = p.SELECT_NO_LIMIT, index: str | int = 0, iterator: Any = None,
+               on_push: PushCallback | None = None, on_push_ctx: Any = None,
+               timeout: float | None = None) -> Response:
+        key_list = normalize_key(key, allow_none=True)
+        iterator_code = normalize_iterator(iterator, key_list)
+        _check_count("offset", offset)
+        _check_count("limit", limit)
+        return self._request_by_name(
+            p.SELECT,
+            lambda schema: p.select_body(_space_id(schema, space_name), _index_id(schema, space_name, index),
+                                         key_list, offset, limit, iterator_code),
+            _names_used(space_name, index), timeout, on_push, on_push_ctx)
+
+    def insert(self, space_name: str | int, values: Sequence[Any], *, on_push: PushCallback | None = None,
+               on_push_ctx: Any = None, timeout: float | None = None) -> Response:
+        return self._store(p.INSERT, space_name, values, on_push, on_push_ctx, timeout)
+
+    def replace(self, space_name: str | int, values: Sequence[Any], *, on_push: PushCallback | None = None,
+                on_push_ctx: Any = None, timeout: float | None = None) -> Response:
+        return self._store(p.REPLACE, space_name, values, on_push, on_push_ctx, timeout)
+
+    def _store(self, code: int, space_name: str | int, values: Sequence[Any], on_push: PushCallback | None,
+               on_push_ctx: Any, timeout: float | None) -> Response:
+        tuple_value = normalize_tuple(values)
+        return self._request_by_name(
+            code, lambda schema: p.insert_body(_space_id(schema, space_name), tuple_value),
+            _names_used(space_name), timeout, on_push, on_push_ctx)
+
+    def update(self, space_name: str | int, key: Any, op_list: Sequence[Any], *, index: str | int = 0,
+               on_push: PushCallback | None = None, on_push_ctx: Any = None,
+               timeout: float | None = None) -> Response:
+        key_list = normalize_key(key)
+        ops = normalize_ops(op_list)
+        return self._request_by_name(
+            p.UPDATE,
+            lambda schema: p.update_body(_space_id(schema, space_name), _index_id(schema, space_name, index),
+                                         key_list, _resolve_ops(schema, space_name, ops)),
+            _names_used(space_name, index) or _ops_use_names(ops), timeout, on_push, on_push_ctx)
+
+    def upsert(self, space_name: str | int, tuple_value: Sequence[Any], op_list: Sequence[Any], *,
+               index: str | int = 0, on_push: PushCallback | None = None, on_push_ctx: Any = None,
+               timeout: float | None = None) -> Response:
+        values = normalize_tuple(tuple_value)
+        ops = normalize_ops(op_list)
+        return self._request_by_name(
+            p.UPSERT,
+            lambda schema: p.upsert_body(_space_id(schema, space_name), values,
+                                         _resolve_ops(schema, space_name, ops)),
+            _names_used(space_name) or _ops_use_names(ops), timeout, on_push, on_push_ctx)
+
+    def delete(self, space_name: str | int, key: Any, *, index: str | int = 0,
+               on_push: PushCallback | None = None, on_push_ctx: Any = None,
+               timeout: float | None = None) -> Response:
+        key_list = normalize_key(key)
+        return self._request_by_name(
+            p.DELETE,
+            lambda schema: p.delete_body(_space_id(schema, space_name), _index_id(schema, space_name, index),
+                                         key_list),
+            _names_used(space_name, index), timeout, on_push, on_push_ctx)
+
+    def call(self, func_name: str, *args: Any, on_push: PushCallback | None = None, on_push_ctx: Any = None,
+             timeout: float | None = None) -> Response:
+        """CALL a Lua function; like tarantool-python, one list/tuple argument is the argument list."""
+        if not isinstance(func_name, str) or not func_name:
+            raise ValueError(f"func_name must be a non-empty string, got {func_name!r}")
+        code = p.CALL_16 if self.call_16 else p.CALL
+        return self._request(code, p.call_body(func_name, _arguments(args)), timeout, on_push, on_push_ctx)
+
+    def eval(self, expr: str, *args: Any, on_push: PushCallback | None = None, on_push_ctx: Any = None,
+             timeout: float | None = None) -> Response:
+        if not isinstance(expr, str):
+            raise ValueError(f"expr must be a string of Lua code, got {type(expr).__name__}")
+        return self._request(p.EVAL, p.eval_body(expr, _arguments(args)), timeout, on_push, on_push_ctx)
+
+    def execute(self, query: str | int, params: Any = None, *, timeout: float | None = None) -> Response:
+        """Run SQL: ``params`` is a list (``?`` placeholders) or a dict (``:name`` placeholders)."""
+        if not isinstance(query, (str, int)):
+            raise ValueError(f"query must be SQL text or a prepared statement id, got {type(query).__name__}")
+        return self._request(p.EXECUTE, p.execute_body(query, params), timeout)
+
+    def prepare(self, query: str, *, timeout: float | None = None) -> Response:
+        """PREPARE an SQL statement; ``.stmt_id`` of the result executes it."""
+        return self._request(p.PREPARE, p.prepare_body(query), timeout)
+
+    def unprepare(self, stmt_id: int, *, timeout: float | None = None) -> Response:
+        return self._request(p.PREPARE, p.prepare_body(int(stmt_id)), timeout)
+
+    def authenticate(self, user: str, password: str, *, timeout: float | None = None) -> None:
+        """Authenticate the live connection as another user (also used after reconnects)."""
+        deadline = self._deadline(timeout)
+        link = self._live_link(deadline)
+        self._authenticate_on(link, user, password, deadline)
+        self.user, self.password = user, password
+        self.flush_schema()  # what a user may see of the schema depends on who it is
+
+    def _crud_call(self, function: str, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
+        return self.call(function, args, **kwargs).data or []
+
+    def space(self, space_name: str | int) -> Space:
+        """A handle bound to one space (``conn.space('s').select(...)``)."""
+        return Space(self, space_name)
+
+
+class Space:
+    """A space handle: the data methods of a connection with the space filled in."""
+
+    def __init__(self, connection: Connection, space_name: str | int) -> None:
+        self.connection = connection
+        self.space_name = space_name
+
+    def insert(self, values: Sequence[Any], **kwargs: Any) -> Response:
+        return self.connection.insert(self.space_name, values, **kwargs)
+
+    def replace(self, values: Sequence[Any], **kwargs: Any) -> Response:
+        return self.connection.replace(self.space_name, values, **kwargs)
+
+    def delete(self, key: Any, **kwargs: Any) -> Response:
+        return self.connection.delete(self.space_name, key, **kwargs)
+
+    def update(self, key: Any, op_list: Sequence[Any], **kwargs: Any) -> Response:
+        return self.connection.update(self.space_name, key, op_list, **kwargs)
+
+    def upsert(self, tuple_value: Sequence[Any], op_list: Sequence[Any], **kwargs: Any) -> Response:
+        return self.connection.upsert(self.space_name, tuple_value, op_list, **kwargs)
+
+    def select(self, key: Any = None, **kwargs: Any) -> Response:
+        return self.connection.select(self.space_name, key, **kwargs)
+
+    def call(self, func_name: str, *args: Any, **kwargs: Any) -> Response:
+        return self.connection.call(func_name, *args, **kwargs)
+
+
+# -- argument normalisation (pure; every error names the bad argument) -----------------
+
+def normalize_key(key: Any, allow_none: bool = False) -> list[Any]:
+    if key is None:
+        if allow_none:
+            return []
+        raise ValueError("key is required (a value or a list of key parts)")
+    if isinstance(key, (list, tuple)):
+        return list(key)
+    if isinstance(key, dict):
+        raise ValueError(f"key must be a value or a list of key parts, got a dict: {key!r:.80}")
+    return [key]
+
+
+def normalize_tuple(values: Any) -> list[Any]:
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"a tuple must be a list or tuple of field values, got {type(values).__name__}")
+    return list(values)
+
+
+def normalize_ops(op_list: Any) -> list[list[Any]]:
+    if not isinstance(op_list, (list, tuple)):
+        raise ValueError(f"op_list must be a list of operations, got {type(op_list).__name__}")
+    ops = []
+    for op in op_list:
+        if not isinstance(op, (list, tuple)) or len(op) < 3 or not isinstance(op[0], str):
+            raise ValueError(f"each update operation is (operator, field, value...), got {op!r:.80}")
+        ops.append(list(op))
+    return ops
+
+
+def normalize_iterator(iterator: Any, key: list[Any]) -> int:
+    if iterator is None:
+        return p.ITERATORS["EQ"] if key else p.ITERATORS["ALL"]
+    if isinstance(iterator, str):
+        code = p.ITERATORS.get(iterator.upper())
+        if code is None:
+            raise ValueError(f"unknown iterator {iterator!r}; known: {', '.join(p.ITERATORS)}")
+        return code
+    if isinstance(iterator, int) and not isinstance(iterator, bool) and 0 <= iterator:
+        return iterator
+    raise ValueError(f"iterator must be a name like 'GE' or a non-negative number, got {iterator!r}")
+
+
+def _check_count(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def _arguments(args: tuple[Any, ...]) -> list[Any]:
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
+        return list(args[0])
+    return list(args)
+
+
+def _names_used(space: Any, index: Any = 0) -> bool:
+    return isinstance(space, str) or isinstance(index, str)
+
+
+def _ops_use_names(ops: list[list[Any]]) -> bool:
+    return any(isinstance(op[1], str) for op in ops)
+
+
+def _space_id(schema: Schema | None, space: str | int) -> int:
+    if isinstance(space, int) and not isinstance(space, bool):
+        return space
+    if schema is None or not isinstance(space, str):
+        raise ValueError(f"space must be a name or a number, got {space!r}")
+    return schema.space_id(space)
+
+
+def _index_id(schema: Schema | None, space: str | int, index: str | int) -> int:
+    if isinstance(index, int) and not isinstance(index, bool):
+        return index
+    if schema is None or not isinstance(index, str):
+        raise ValueError(f"index must be a name or a number, got {index!r}")
+    return schema.index_id(space, index)
+
+
+def _resolve_ops(schema: Schema | None, space: str | int, ops: list[list[Any]]) -> list[list[Any]]:
+    """Field names become 0-based numbers; JSON paths ('a.b', '[1]') go to the server as they are."""
+    if schema is None:
+        return ops
+    resolved = []
+    for op in ops:
+        field = op[1]
+        if isinstance(field, str) and not any(ch in field for ch in ".[]"):
+            op = [op[0], schema.field_number(space, field), *op[2:]]
+        resolved.append(op)
+    return resolved
+
+
+def _remaining(deadline: float, what: str) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise NetworkError(0, f"{what}: timed out")
+    return remaining

@@ -1,0 +1,358 @@
+"""Sans-IO IPROTO codec: bytes in, bytes out.
+
+Rule: no sockets, no threads, no clocks.  ``Encoder`` turns requests into
+framed bytes; ``Decoder.feed(data)`` takes whatever the network delivered and
+``Decoder.next_frame()`` returns one complete :class:`Frame` at a time, or
+``NEED_DATA`` (h11's shape).  Every malformed input becomes ``ProtocolError``
+and leaves the decoder dead: a peer that sent garbage gets no second chance.
+
+Reference: shared/reference/iproto.md (verified against Tarantool 2.6.0).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import struct
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final, NamedTuple, Sequence
+
+import msgpack
+
+from .errors import EncodingError, ProtocolError
+from .msgpack_ext import pack_ext, unpack_ext
+
+# Request types (header key 0x00 in a request).
+SELECT: Final = 1
+INSERT: Final = 2
+REPLACE: Final = 3
+UPDATE: Final = 4
+DELETE: Final = 5
+CALL_16: Final = 6
+AUTH: Final = 7
+EVAL: Final = 8
+UPSERT: Final = 9
+CALL: Final = 10
+EXECUTE: Final = 11
+PREPARE: Final = 13
+PING: Final = 64
+ID: Final = 73
+
+# Response statuses.
+STATUS_OK: Final = 0
+STATUS_CHUNK: Final = 128  # out-of-band push (box.session.push), same sync as the request
+STATUS_ERROR_FLAG: Final = 0x8000
+
+# Header keys.
+KEY_CODE: Final = 0x00
+KEY_SYNC: Final = 0x01
+KEY_SCHEMA_VERSION: Final = 0x05
+
+# Body keys.
+KEY_SPACE_ID: Final = 0x10
+KEY_INDEX_ID: Final = 0x11
+KEY_LIMIT: Final = 0x12
+KEY_OFFSET: Final = 0x13
+KEY_ITERATOR: Final = 0x14
+KEY_INDEX_BASE: Final = 0x15
+KEY_KEY: Final = 0x20
+KEY_TUPLE: Final = 0x21
+KEY_FUNCTION_NAME: Final = 0x22
+KEY_USER_NAME: Final = 0x23
+KEY_EXPR: Final = 0x27
+KEY_OPS: Final = 0x28
+KEY_OPTIONS: Final = 0x2B
+KEY_DATA: Final = 0x30
+KEY_ERROR_24: Final = 0x31
+KEY_METADATA: Final = 0x32
+KEY_BIND_METADATA: Final = 0x33
+KEY_BIND_COUNT: Final = 0x34
+KEY_SQL_TEXT: Final = 0x40
+KEY_SQL_BIND: Final = 0x41
+KEY_SQL_INFO: Final = 0x42
+KEY_STMT_ID: Final = 0x43
+KEY_ERROR: Final = 0x52
+KEY_VERSION: Final = 0x54
+KEY_FEATURES: Final = 0x55
+
+# SQL_INFO keys and METADATA column keys.
+SQL_INFO_ROW_COUNT: Final = 0x00
+SQL_INFO_AUTOINCREMENT_IDS: Final = 0x01
+FIELD_NAME: Final = 0x00
+FIELD_TYPE: Final = 0x01
+
+# Error codes the transport layer itself reacts to.
+ER_UNKNOWN_REQUEST_TYPE: Final = 48
+ER_WRONG_SCHEMA_VERSION: Final = 109
+
+# Select iterators, by name (tarantool-python accepts names and numbers).
+ITERATORS: Final = {
+    "EQ": 0, "REQ": 1, "ALL": 2, "LT": 3, "LE": 4, "GE": 5, "GT": 6,
+    "BITS_ALL_SET": 7, "BITS_ANY_SET": 8, "BITS_ALL_NOT_SET": 9,
+    "OVERLAPS": 10, "NEIGHBOR": 11,
+}
+
+SELECT_NO_LIMIT: Final = 0xFFFFFFFF
+GREETING_SIZE: Final = 128
+DEFAULT_MAX_FRAME_SIZE: Final = 256 * 1024 * 1024
+
+NEED_DATA: Final = None  # next_frame() result when a whole frame is not buffered yet
+
+
+# -- greeting and authentication -------------------------------------------------
+
+@dataclass(frozen=True)
+class Greeting:
+    """The server's 128-byte hello: who it is and the salt for chap-sha1."""
+
+    version: tuple[int, int, int]
+    version_text: str
+    protocol: str
+    uuid: str
+    salt: bytes
+
+
+_GREETING_LINE = re.compile(r"Tarantool\s+(\d+)\.(\d+)\.(\d+)(\S*)\s+\(([^)]*)\)\s*(\S*)")
+
+
+def parse_greeting(data: bytes) -> Greeting:
+    """Parse the 128-byte greeting; refuse anything that is not a binary IPROTO port."""
+    if len(data) != GREETING_SIZE:
+        raise ProtocolError(0, f"greeting must be {GREETING_SIZE} bytes, got {len(data)}")
+    first_line = data[:64].decode("ascii", "replace")
+    match = _GREETING_LINE.match(first_line)
+    if match is None:
+        raise ProtocolError(0, f"not a Tarantool server: greeting starts with {first_line.strip()[:40]!r}")
+    major, minor, patch, suffix, protocol, instance_uuid = match.groups()
+    if protocol != "Binary":
+        raise ProtocolError(
+            0, f"the port speaks {protocol!r}, not the binary protocol (is it an admin console port?)"
+        )
+    try:
+        salt = base64.b64decode(data[64:].strip(), validate=True)
+    except ValueError as exc:
+        raise ProtocolError(0, "greeting salt is not valid base64") from exc
+    if len(salt) < 20:
+        raise ProtocolError(0, f"greeting salt is {len(salt)} bytes, expected at least 20")
+    version = (int(major), int(minor), int(patch))
+    return Greeting(version, f"{major}.{minor}.{patch}{suffix}", protocol, instance_uuid, salt)
+
+
+def chap_sha1_scramble(salt: bytes, password: str) -> bytes:
+    """The 20-byte proof of the password: SHA1(p) xor SHA1(salt[:20] + SHA1(SHA1(p)))."""
+    password_hash = hashlib.sha1(password.encode("utf-8")).digest()
+    stored_hash = hashlib.sha1(password_hash).digest()
+    salted = hashlib.sha1(salt[:20] + stored_hash).digest()
+    return bytes(x ^ y for x, y in zip(password_hash, salted))
+
+
+# -- encoding ----------------------------------------------------------------------
+
+_SIZE_PREFIX = struct.Struct(">BI")
+
+
+class Encoder:
+    """Builds framed request bytes.  Stateless apart from its settings: thread-safe."""
+
+    def __init__(self, encoding: str | None = "utf-8") -> None:
+        self._packb = partial(msgpack.packb, use_bin_type=encoding is not None, default=pack_ext)
+
+    def pack(self, value: Any) -> bytes:
+        """Pack one value the way requests carry it (also checks it can be sent at all)."""
+        try:
+            return self._packb(value)  # type: ignore[no-any-return]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EncodingError(f"cannot encode the request: {exc}") from exc
+
+    def frame(self, code: int, sync: int, body: dict[int, Any] | None, schema_version: int = 0) -> bytes:
+        """Header + optional body, with the 5-byte size prefix the server itself uses."""
+        header: dict[int, Any] = {KEY_CODE: code, KEY_SYNC: sync}
+        if schema_version:
+            header[KEY_SCHEMA_VERSION] = schema_version
+        payload = self._packb(header)
+        if body is not None:
+            payload += self.pack(body)
+        return _SIZE_PREFIX.pack(0xCE, len(payload)) + payload
+
+
+def ping_body() -> None:
+    return None
+
+
+def select_body(space_id: int, index_id: int, key: Sequence[Any], offset: int, limit: int,
+                iterator: int) -> dict[int, Any]:
+    return {KEY_SPACE_ID: space_id, KEY_INDEX_ID: index_id, KEY_LIMIT: limit, KEY_OFFSET: offset,
+            KEY_ITERATOR: iterator, KEY_KEY: key}
+
+
+def insert_body(space_id: int, values: Sequence[Any]) -> dict[int, Any]:
+    """Body of INSERT and REPLACE."""
+    return {KEY_SPACE_ID: space_id, KEY_TUPLE: values}
+
+
+def update_body(space_id: int, index_id: int, key: Sequence[Any], ops: Sequence[Any]) -> dict[int, Any]:
+    # Legacy quirk: UPDATE carries its operations under TUPLE, not OPS.
+    return {KEY_SPACE_ID: space_id, KEY_INDEX_ID: index_id, KEY_KEY: key, KEY_TUPLE: ops}
+
+
+def upsert_body(space_id: int, values: Sequence[Any], ops: Sequence[Any]) -> dict[int, Any]:
+    return {KEY_SPACE_ID: space_id, KEY_TUPLE: values, KEY_OPS: ops}
+
+
+def delete_body(space_id: int, index_id: int, key: Sequence[Any]) -> dict[int, Any]:
+    return {KEY_SPACE_ID: space_id, KEY_INDEX_ID: index_id, KEY_KEY: key}
+
+
+def call_body(function_name: str, args: Sequence[Any]) -> dict[int, Any]:
+    """Body of CALL and CALL_16."""
+    return {KEY_FUNCTION_NAME: function_name, KEY_TUPLE: args}
+
+
+def eval_body(expr: str, args: Sequence[Any]) -> dict[int, Any]:
+    return {KEY_EXPR: expr, KEY_TUPLE: args}
+
+
+def execute_body(query: str | int, params: Any) -> dict[int, Any]:
+    """EXECUTE by SQL text or by prepared statement id; ``params`` as in :func:`sql_binds`."""
+    body: dict[int, Any] = {KEY_STMT_ID: query} if isinstance(query, int) else {KEY_SQL_TEXT: query}
+    body[KEY_SQL_BIND] = sql_binds(params)
+    body[KEY_OPTIONS] = []
+    return body
+
+
+def prepare_body(query: str | int) -> dict[int, Any]:
+    """PREPARE an SQL text, or (given a statement id) unprepare it."""
+    return {KEY_STMT_ID: query} if isinstance(query, int) else {KEY_SQL_TEXT: query}
+
+
+def auth_body(user: str, scramble: bytes | None) -> dict[int, Any]:
+    """AUTH with chap-sha1; ``scramble=None`` re-authenticates as a password-less user."""
+    tuple_value: list[Any] = [] if scramble is None else ["chap-sha1", scramble]
+    return {KEY_USER_NAME: user, KEY_TUPLE: tuple_value}
+
+
+def id_body(version: int, features: Sequence[int]) -> dict[int, Any]:
+    return {KEY_VERSION: version, KEY_FEATURES: list(features)}
+
+
+def sql_binds(params: Any) -> list[Any]:
+    """SQL parameters: a sequence binds ``?`` in order; a mapping binds names.
+
+    A mapping key may be given with or without its prefix (``"name"`` binds
+    ``:name``; ``"@name"`` and ``":name"`` are sent as they are), because the
+    server wants the prefix inside a one-entry map.
+    """
+    if params is None:
+        return []
+    if isinstance(params, dict):
+        binds = []
+        for name, value in params.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"SQL parameter names must be non-empty strings, got {name!r}")
+            binds.append({name if name[0] in ":@$" else ":" + name: value})
+        return binds
+    if isinstance(params, (list, tuple)):
+        return list(params)
+    raise TypeError(f"SQL params must be a list, a tuple or a dict, got {type(params).__name__}")
+
+
+# -- decoding ----------------------------------------------------------------------
+
+class Frame(NamedTuple):
+    """One decoded response packet (a NamedTuple: cheap to build on the hot path)."""
+
+    sync: int
+    status: int
+    schema_version: int
+    body: dict[Any, Any]
+
+    @property
+    def is_error(self) -> bool:
+        return self.status >= STATUS_ERROR_FLAG
+
+    @property
+    def error_code(self) -> int:
+        return self.status & (STATUS_ERROR_FLAG - 1)
+
+
+class Decoder:
+    """Incremental response decoder: ``feed(bytes)``, then ``next_frame()`` until NEED_DATA."""
+
+    def __init__(self, encoding: str | None = "utf-8", max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+                 use_list: bool = True) -> None:
+        self._max_frame_size = max_frame_size
+        self._unpacker = msgpack.Unpacker(
+            raw=encoding is None,
+            use_list=use_list,
+            strict_map_key=False,
+            ext_hook=unpack_ext,
+            max_buffer_size=max_frame_size + 1024 * 1024,
+        )
+        self._frame_end: int | None = None  # absolute stream offset where the current frame ends
+        self._header: dict[Any, Any] | None = None
+        self._failed: ProtocolError | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes received from the server."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._unpacker.feed(data)
+        except msgpack.BufferFull as exc:
+            self._fail(f"more than {self._max_frame_size} bytes buffered without a complete frame", exc)
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, or NEED_DATA (None)."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            return self._next_frame()
+        except ProtocolError:
+            raise
+        except msgpack.OutOfData:
+            return NEED_DATA
+        except Exception as exc:  # any decode failure of untrusted bytes is a protocol error
+            self._fail(f"malformed response: {type(exc).__name__}: {exc}", exc)
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def _next_frame(self) -> Frame | None:
+        unpacker = self._unpacker
+        if self._frame_end is None:
+            size = unpacker.unpack()
+            if type(size) is not int or size <= 0:
+                self._fail(f"bad frame size {size!r:.40}")
+            if size > self._max_frame_size:
+                self._fail(f"frame of {size} bytes exceeds the {self._max_frame_size}-byte limit")
+            self._frame_end = unpacker.tell() + size
+        if self._header is None:
+            header = unpacker.unpack()
+            if type(header) is not dict or type(header.get(KEY_CODE)) is not int:
+                self._fail(f"frame header is not a map with a status: {header!r:.80}")
+            self._header = header
+            self._check_within_frame()
+        body: Any = {}
+        if unpacker.tell() < self._frame_end:  # type: ignore[operator]
+            body = unpacker.unpack()
+            self._check_within_frame()
+            if type(body) is not dict:
+                self._fail(f"frame body is not a map: {body!r:.80}")
+            if unpacker.tell() != self._frame_end:
+                self._fail("frame has bytes after its body")
+        header = self._header
+        self._header = None
+        self._frame_end = None
+        sync = header.get(KEY_SYNC, 0)
+        schema_version = header.get(KEY_SCHEMA_VERSION, 0)
+        if type(sync) is not int or type(schema_version) is not int:
+            self._fail("frame header has a non-integer sync or schema version")
+        return Frame(sync, header[KEY_CODE], schema_version, body)
+
+    def _check_within_frame(self) -> None:
+        if self._unpacker.tell() > self._frame_end:  # type: ignore[operator]
+            self._fail("frame content runs past its declared size")
+
+    def _fail(self, message: str, cause: BaseException | None = None) -> None:
+        self._failed = ProtocolError(0, message)
+        raise self._failed from cause

@@ -1,0 +1,326 @@
+"""The transport edge: one socket, many requests in flight on it.
+
+Rules:
+- Socket and TLS exceptions become library errors here and nowhere else
+  (:func:`translate_socket_error`).
+- A :class:`Link` is one physical connection.  Callers write their own
+  request bytes (batched: whoever finds the outbox idle sends everything queued
+  behind it in one ``sendall``); one reader thread per link decodes replies and
+  completes each caller's own :class:`ReplySlot`, looked up by sync.  A reply
+  can only reach the slot registered under its sync, a slot is completed
+  exactly once (whoever pops it from ``pending`` completes it), and a reply
+  for a slot whose caller gave up is dropped.
+- When the link dies every pending slot fails at once with the cause; a link
+  is never reused after that (a reconnect builds a new Link).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from queue import Empty, SimpleQueue
+from typing import Any, Callable
+
+from .errors import ConnectionClosedError, Error, NetworkError, ProtocolError, SslError
+from .protocol import GREETING_SIZE, STATUS_CHUNK, Decoder, Frame, Greeting, parse_greeting
+
+log = logging.getLogger("tarantool_pool")
+
+_RECV_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """Client TLS settings (the ``ssl_*`` options of the compatible API)."""
+
+    key_file: str | None = None
+    cert_file: str | None = None
+    ca_file: str | None = None
+    ciphers: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """Build the client context: the server certificate is verified when a CA is given."""
+        try:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            if self.ca_file:
+                context.load_verify_locations(cafile=self.ca_file)
+                context.check_hostname = False  # Tarantool certificates rarely name the host
+                context.verify_mode = ssl.CERT_REQUIRED
+            else:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if self.cert_file:
+                self._load_cert_chain(context)
+            if self.ciphers:
+                context.set_ciphers(self.ciphers)
+            return context
+        except (ssl.SSLError, OSError) as exc:
+            raise SslError(0, f"cannot set up TLS: {exc}") from exc
+
+    def _load_cert_chain(self, context: ssl.SSLContext) -> None:
+        candidates: list[str | None] = [self.password]
+        if self.password_file:
+            with open(self.password_file, encoding="utf-8") as lines:
+                candidates += [line.rstrip("\n") for line in lines if line.strip()]
+        last_error: Exception | None = None
+        for password in candidates:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file, password=password)  # type: ignore[arg-type]
+                return
+            except ssl.SSLError as exc:
+                last_error = exc
+        raise SslError(0, f"cannot load the client certificate/key (wrong key password?): {last_error}")
+
+
+def translate_socket_error(exc: BaseException, where: str) -> Error:
+    """Map a socket-level exception to the library's error, naming what failed."""
+    if isinstance(exc, Error):
+        return exc
+    if isinstance(exc, ssl.SSLError):
+        return SslError(0, f"{where}: TLS error: {exc}")
+    if isinstance(exc, socket.timeout):
+        return NetworkError(0, f"{where}: timed out")
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return NetworkError(exc.errno or 0, f"{where}: {reason}")
+    return NetworkError(0, f"{where}: {type(exc).__name__}: {exc}")
+
+
+def open_socket(host: str | None, port: int | str, timeout: float, tls: TlsOptions | None) -> socket.socket:
+    """Connect (TCP, or a unix socket when host is None or 'unix/'), do TLS, within ``timeout``."""
+    where = f"connect to {host}:{port}" if host not in (None, "unix/") else f"connect to unix socket {port}"
+    sock: socket.socket | None = None
+    try:
+        if host in (None, "unix/"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(str(port))
+        else:
+            sock = socket.create_connection((host, int(port)), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            sock = tls.context().wrap_socket(sock, server_hostname=host if host not in (None, "unix/") else None)
+        return sock
+    except BaseException as exc:
+        if sock is not None:
+            sock.close()
+        raise translate_socket_error(exc, where) from exc
+
+
+def read_greeting(sock: socket.socket, timeout: float, where: str) -> Greeting:
+    """Read the 128-byte greeting (the server sends it unasked) within ``timeout``."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while len(data) < GREETING_SIZE:
+            chunk = sock.recv(GREETING_SIZE - len(data))
+            if not chunk:
+                raise ConnectionClosedError(0, f"{where}: the server closed the connection before its greeting")
+            data += chunk
+    except Error:
+        raise
+    except BaseException as exc:
+        raise translate_socket_error(exc, f"{where}: reading the greeting") from exc
+    return parse_greeting(data)
+
+
+class ReplySlot:
+    """One caller's private place for its reply; completed exactly once.
+
+    A released lock is the cheapest wake-up the standard library offers; a
+    slot that wants out-of-band pushes uses a queue instead, so the caller's
+    own thread runs its ``on_push`` callback.
+    """
+
+    __slots__ = ("_done", "_pushes", "frame", "error")
+
+    def __init__(self, wants_pushes: bool = False) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._pushes: SimpleQueue[Any] | None = SimpleQueue() if wants_pushes else None
+        self.frame: Frame | None = None
+        self.error: BaseException | None = None
+
+    def complete(self, frame: Frame) -> None:
+        self.frame = frame
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self._wake()
+
+    def push(self, frame: Frame) -> None:
+        if self._pushes is not None:
+            self._pushes.put(frame)
+
+    def _wake(self) -> None:
+        self._done.release()
+        if self._pushes is not None:
+            self._pushes.put(None)
+
+    def wait(self, timeout: float, on_push: Callable[[Frame], None] | None = None) -> bool:
+        """Wait up to ``timeout`` seconds; True when completed (or failed)."""
+        if self._pushes is None:
+            return self._done.acquire(timeout=max(timeout, 0.0))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                item = self._pushes.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except Empty:
+                return self._done.acquire(blocking=False)
+            if item is None:
+                return self._done.acquire(timeout=1.0)
+            if on_push is not None:
+                on_push(item)
+
+    def wait_forever(self) -> None:
+        """For a slot already popped by its completer: the wake-up is certain and imminent."""
+        self._done.acquire()
+
+
+class Link:
+    """One socket with a reader thread; requests pipelined, replies matched by sync."""
+
+    def __init__(self, sock: socket.socket, greeting: Greeting, name: str, decoder: Decoder,
+                 on_lost: Callable[[Link, BaseException], None] | None = None,
+                 send_timeout: float = 10.0) -> None:
+        self.sock = sock
+        self.greeting = greeting
+        self.name = name
+        self.pending: dict[int, ReplySlot] = {}
+        self.alive = True
+        self.lost_reason: BaseException | None = None
+        self._decoder = decoder
+        self._on_lost = on_lost
+        self._syncs = itertools.count(1)
+        self._outbox: list[bytes] = []
+        self._outbox_lock = threading.Lock()
+        self._flushing = False
+        # OpenSSL objects must not be read and written by two threads at once.
+        self._tls_lock = threading.Lock() if isinstance(sock, ssl.SSLSocket) else None
+        sock.settimeout(send_timeout)
+        self._reader = threading.Thread(target=self._read_loop, name=f"tarantool_pool-reader-{name}", daemon=True)
+        self._reader.start()
+
+    def next_sync(self) -> int:
+        return next(self._syncs)
+
+    def register(self, sync: int, slot: ReplySlot) -> None:
+        """Make ``slot`` the only receiver of the reply with this sync."""
+        self.pending[sync] = slot
+        if not self.alive:  # lost between the caller's check and now: do not wait for nothing
+            if self.pending.pop(sync, None) is not None:
+                slot.fail(self._lost_error())
+
+    def forget(self, sync: int) -> bool:
+        """The caller gives up; True if it removed the slot (no completion will come)."""
+        return self.pending.pop(sync, None) is not None
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data``; the first caller to find the outbox idle sends everything queued."""
+        with self._outbox_lock:
+            self._outbox.append(data)
+            if self._flushing:
+                return
+            self._flushing = True
+        try:
+            while True:
+                with self._outbox_lock:
+                    if not self._outbox:
+                        self._flushing = False
+                        return
+                    batch = self._outbox
+                    self._outbox = []
+                chunk = batch[0] if len(batch) == 1 else b"".join(batch)
+                if self._tls_lock is not None:
+                    with self._tls_lock:
+                        self.sock.sendall(chunk)
+                else:
+                    self.sock.sendall(chunk)
+        except BaseException as exc:
+            with self._outbox_lock:
+                self._flushing = False
+                self._outbox = []
+            error = translate_socket_error(exc, f"send to {self.name}")
+            self.lose(error)
+            raise error from exc
+
+    def _read_loop(self) -> None:
+        sock, decoder, pending = self.sock, self._decoder, self.pending
+        try:
+            while self.alive:
+                try:
+                    data = self._recv(sock)
+                except (socket.timeout, ssl.SSLWantReadError):
+                    continue  # the socket timeout bounds sends; the reader simply waits again
+                if not data:
+                    raise ConnectionClosedError(0, f"{self.name}: the server closed the connection")
+                decoder.feed(data)
+                while True:
+                    frame = decoder.next_frame()
+                    if frame is None:
+                        break
+                    if frame.status == STATUS_CHUNK:
+                        slot = pending.get(frame.sync)
+                        if slot is not None:
+                            slot.push(frame)
+                        continue
+                    slot = pending.pop(frame.sync, None)
+                    if slot is not None:
+                        slot.complete(frame)
+                    else:
+                        log.debug("%s: dropped a late or unknown reply, sync %d", self.name, frame.sync)
+        except BaseException as exc:
+            if self.alive:
+                self.lose(exc if isinstance(exc, ProtocolError) else translate_socket_error(exc, f"read from {self.name}"))
+
+    def _recv(self, sock: socket.socket) -> bytes:
+        if self._tls_lock is None:
+            return sock.recv(_RECV_SIZE)
+        # TLS: wait for readability without the lock, so writers are not blocked meanwhile.
+        readable, _, _ = select.select([sock], [], [], 1.0)
+        if not readable and not sock.pending():  # type: ignore[attr-defined]
+            raise socket.timeout()
+        with self._tls_lock:
+            return sock.recv(_RECV_SIZE)
+
+    def _lost_error(self) -> Error:
+        reason = self.lost_reason
+        if isinstance(reason, NetworkError):
+            return type(reason)(reason.code, reason.message)
+        return ConnectionClosedError(0, f"{self.name}: connection lost ({reason})")
+
+    def lose(self, reason: BaseException) -> None:
+        """Mark the link dead, fail every pending request at once, close the socket."""
+        with self._outbox_lock:
+            if not self.alive:
+                return
+            self.alive = False
+            self.lost_reason = reason
+        for sync in list(self.pending):
+            slot = self.pending.pop(sync, None)
+            if slot is not None:
+                slot.fail(self._lost_error())
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        if self._on_lost is not None:
+            try:
+                self._on_lost(self, reason)
+            except Exception:  # a faulty callback must not kill the reader
+                log.exception("%s: on_lost callback failed", self.name)
+
+    def close(self, join_timeout: float = 2.0) -> None:
+        self.lose(ConnectionClosedError(0, f"{self.name}: connection closed by the client"))
+        if threading.current_thread() is not self._reader:
+            self._reader.join(join_timeout)
