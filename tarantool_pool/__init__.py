@@ -10,6 +10,17 @@ from .connection import Connection, Space
 from .crud import CrudError, CrudResult
 from .errors import *  # noqa: F401,F403 - the exception tree is part of the public API
 from .msgpack_ext import ErrorInfo, Interval
+from .pool import (
+    ConnectionPool,
+    InstanceState,
+    Mode,
+    PoolTask,
+    PoolUnit,
+    RoundRobinStrategy,
+    Status,
+    StrategyInterface,
+    queue_factory,
+)
 from .response import Response
 
 __version__ = "0.1.0"

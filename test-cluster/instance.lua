@@ -329,7 +329,7 @@ local function serve(sock)
             break
         end
     end
-    sock:close()
+    -- tcp_server closes the socket when the handler returns.
 end
 
 if fio.path.lexists(CTL_SOCK) then

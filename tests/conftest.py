@@ -1,0 +1,52 @@
+"""Pytest fixtures that give tests the real Tarantool replica set.
+
+The cluster comes from ``test-cluster/cluster.py``: three tarantool
+processes on free ports of 127.0.0.1 (``inst1`` read-write, ``inst2`` and
+``inst3`` read-only replicas), started once per test session.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+CLUSTER_DIR = Path(__file__).resolve().parent.parent / "test-cluster"
+if str(CLUSTER_DIR) not in sys.path:
+    sys.path.insert(0, str(CLUSTER_DIR))
+
+from cluster import Cluster, tarantool_binary  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The session's replica set, up and replicating; stopped at the end."""
+    if tarantool_binary() is None:
+        pytest.fail("tarantool is not installed (not on PATH, no /usr/bin/tarantool): "
+                    "the tests need a real Tarantool; `make test` installs it",
+                    pytrace=False)
+    instance = Cluster()
+    try:
+        instance.up()
+        yield instance
+    finally:
+        instance.down()
+
+
+@pytest.fixture
+def fresh_cluster(cluster: Cluster) -> Iterator[Cluster]:
+    """The session cluster in its initial shape, restored again afterwards.
+
+    For tests that stop, kill, freeze or promote instances.
+    """
+    cluster.restore()
+    yield cluster
+    cluster.restore()
+
+
+@pytest.fixture
+def addrs(cluster: Cluster) -> list[dict[str, Any]]:
+    """``[{'host': ..., 'port': ...}, ...]`` of inst1, inst2, inst3."""
+    return cluster.addrs()
