@@ -10,7 +10,7 @@ decided by a small table of result kinds, following crud's wire contract:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from .errors import (
     AccessDeniedError,
@@ -66,7 +66,7 @@ def _many(data: list[Any]) -> CrudResult:
     return CrudResult(result)
 
 
-_Unwrap = Callable[[list[Any]], Any]
+_T = TypeVar("_T")
 
 
 class CrudMixin:
@@ -75,7 +75,7 @@ class CrudMixin:
     def _crud_call(self, function: str, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
         raise NotImplementedError  # pragma: no cover - provided by the class using the mixin
 
-    def _crud(self, unwrap: _Unwrap, function: str, kwargs: dict[str, Any], *args: Any) -> Any:
+    def _crud(self, unwrap: Callable[[list[Any]], _T], function: str, kwargs: dict[str, Any], *args: Any) -> _T:
         try:
             data = self._crud_call("crud." + function, list(args), kwargs)
         except (NoSuchProcedureError, AccessDeniedError) as exc:
@@ -155,22 +155,22 @@ class CrudMixin:
         return self._crud(_single, "max", kwargs, space_name, index_name, opts or {})
 
     def crud_truncate(self, space_name: str, opts: dict[str, Any] | None = None, **kwargs: Any) -> bool:
-        return self._crud(_plain, "truncate", kwargs, space_name, opts or {})  # type: ignore[no-any-return]
+        return bool(self._crud(_plain, "truncate", kwargs, space_name, opts or {}))
 
     def crud_len(self, space_name: str, opts: dict[str, Any] | None = None, **kwargs: Any) -> int:
-        return self._crud(_plain, "len", kwargs, space_name, opts or {})  # type: ignore[no-any-return]
+        return int(self._crud(_plain, "len", kwargs, space_name, opts or {}))
 
     def crud_count(self, space_name: str, conditions: Any = None, opts: dict[str, Any] | None = None,
                    **kwargs: Any) -> int:
-        return self._crud(_plain, "count", kwargs, space_name, conditions or [], opts or {})  # type: ignore[no-any-return]
+        return int(self._crud(_plain, "count", kwargs, space_name, conditions or [], opts or {}))
 
     def crud_storage_info(self, opts: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
-        return self._crud(_plain, "storage_info", kwargs, opts or {})  # type: ignore[no-any-return]
+        return self._crud(_plain, "storage_info", kwargs, opts or {})
 
     def crud_stats(self, space_name: str | None = None, **kwargs: Any) -> CrudResult:
         # An empty Lua table (stats off) arrives as an empty array: treat it as an empty map.
         args = (space_name,) if space_name is not None else ()
-        return self._crud(lambda data: CrudResult(data[0] or {}), "stats", kwargs, *args)  # type: ignore[no-any-return]
+        return self._crud(lambda data: CrudResult(data[0] or {}), "stats", kwargs, *args)
 
     def crud_unflatten_rows(self, rows: list[Any], metadata: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
-        return self._crud(_plain, "unflatten_rows", kwargs, rows, metadata)  # type: ignore[no-any-return]
+        return self._crud(_plain, "unflatten_rows", kwargs, rows, metadata)

@@ -104,7 +104,8 @@ def encode_decimal(value: decimal.Decimal) -> bytes:
     if len(nibbles) % 2:
         nibbles.insert(0, 0)
     bcd = bytes((nibbles[i] << 4) | nibbles[i + 1] for i in range(0, len(nibbles), 2))
-    return msgpack.packb(-exponent) + bcd
+    scale: bytes = msgpack.packb(-exponent)
+    return scale + bcd
 
 
 def decode_decimal(payload: bytes) -> decimal.Decimal:

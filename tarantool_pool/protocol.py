@@ -171,7 +171,7 @@ class Encoder:
         header: dict[int, Any] = {KEY_CODE: code, KEY_SYNC: sync}
         if schema_version:
             header[KEY_SCHEMA_VERSION] = schema_version
-        payload = self._packb(header)
+        payload: bytes = self._packb(header)
         if body is not None:
             payload += self.pack(body)
         return _SIZE_PREFIX.pack(0xCE, len(payload)) + payload
@@ -333,7 +333,7 @@ class Decoder:
             self._header = header
             self._check_within_frame()
         body: Any = {}
-        if unpacker.tell() < self._frame_end:  # type: ignore[operator]
+        if unpacker.tell() < self._frame_end:
             body = unpacker.unpack()
             self._check_within_frame()
             if type(body) is not dict:
@@ -350,7 +350,7 @@ class Decoder:
         return Frame(sync, header[KEY_CODE], schema_version, body)
 
     def _check_within_frame(self) -> None:
-        if self._unpacker.tell() > self._frame_end:  # type: ignore[operator]
+        if self._unpacker.tell() > self._frame_end:
             self._fail("frame content runs past its declared size")
 
     def _fail(self, message: str, cause: BaseException | None = None) -> None:

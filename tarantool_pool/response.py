@@ -155,5 +155,10 @@ class Response(Sequence[Any]):
 def _columns(raw: Any) -> list[dict[str, Any]] | None:
     if not isinstance(raw, list):
         return None
-    names = {FIELD_NAME: "name", FIELD_TYPE: "type", 2: "collation", 3: "is_nullable", 4: "is_autoincrement", 5: "span"}
-    return [{names.get(key, key): value for key, value in column.items()} for column in raw if isinstance(column, dict)]
+    names: dict[Any, Any] = {FIELD_NAME: "name", FIELD_TYPE: "type", 2: "collation", 3: "is_nullable",
+                             4: "is_autoincrement", 5: "span"}
+    columns: list[dict[str, Any]] = []
+    for column in raw:
+        if isinstance(column, dict):
+            columns.append({str(names.get(key, key)): value for key, value in column.items()})
+    return columns

@@ -1,0 +1,58 @@
+# Two commands matter: `make demo` and `make test`.  Both set everything up on a
+# fresh Debian/Ubuntu machine (as root, or with sudo): Debian's tarantool, a
+# Python virtual environment with the package and its test extra.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
+CLUSTER := $(PY) test-cluster/cluster.py
+
+.PHONY: test demo deps system-deps venv cluster-up cluster-down lint clean
+
+test: deps
+	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	$(CLUSTER) down --all >/dev/null 2>&1; \
+	exit $$status
+
+demo: deps
+	@status=0; $(CLUSTER) up --fixed-ports && $(PY) examples/demo.py || status=$$?; \
+	$(CLUSTER) down; \
+	exit $$status
+
+deps: system-deps venv
+
+# Installs only what is missing; `apt-get update` runs once, first, when anything is.
+system-deps:
+	@missing=""; \
+	command -v tarantool >/dev/null 2>&1 || missing="$$missing tarantool"; \
+	command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1 || missing="$$missing stunnel4"; \
+	command -v $(PYTHON) >/dev/null 2>&1 || missing="$$missing python3"; \
+	$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -q && $(APT_INSTALL) $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+cluster-up: deps
+	$(CLUSTER) up --fixed-ports
+
+cluster-down:
+	$(CLUSTER) down --all
+
+lint: deps
+	$(PY) -m pip install -q mypy ruff
+	$(PY) -m mypy tarantool_pool
+	$(PY) -m ruff check tarantool_pool
+
+clean:
+	-$(CLUSTER) down --all
+	rm -rf $(VENV) build dist *.egg-info test-cluster/.run
