@@ -292,6 +292,9 @@ class Decoder:
         )
         self._frame_end: int | None = None  # absolute stream offset where the current frame ends
         self._header: dict[Any, Any] | None = None
+        # Stream offset where the header ended.  Kept because Unpacker.tell() counts the bytes of a
+        # half-read object after OutOfData, so it cannot say later whether a body was started.
+        self._header_end = 0
         self._failed: ProtocolError | None = None
 
     def feed(self, data: bytes) -> None:
@@ -332,8 +335,9 @@ class Decoder:
                 self._fail(f"frame header is not a map with a status: {header!r:.80}")
             self._header = header
             self._check_within_frame()
+            self._header_end = unpacker.tell()
         body: Any = {}
-        if unpacker.tell() < self._frame_end:
+        if self._header_end < self._frame_end:
             body = unpacker.unpack()
             self._check_within_frame()
             if type(body) is not dict:

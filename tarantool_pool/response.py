@@ -41,7 +41,12 @@ class Response(Sequence[Any]):
         self._schema_version = frame.schema_version
         self._body = frame.body
         data = frame.body.get(KEY_DATA)
-        self._data: list[Any] | None = data if isinstance(data, list) or data is None else [data]
+        if data is None or isinstance(data, list):
+            self._data: list[Any] | None = data
+        elif isinstance(data, tuple):  # a decoder with use_list=False
+            self._data = list(data)
+        else:
+            self._data = [data]
 
     # -- sequence protocol (an absent DATA behaves as empty) --
     @overload

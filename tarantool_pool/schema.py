@@ -56,8 +56,8 @@ class Schema:
         spaces = []
         for row in space_rows:
             space_id, name, engine = row[0], _text(row[2]), _text(row[3])
-            fmt = row[6] if len(row) > 6 and isinstance(row[6], list) else []
-            fmt = [entry for entry in fmt if isinstance(entry, dict)]
+            fmt = row[6] if len(row) > 6 and isinstance(row[6], (list, tuple)) else []
+            fmt = [_text_keys(entry) for entry in fmt if isinstance(entry, dict)]
             numbers = {_text(entry.get("name")): n for n, entry in enumerate(fmt) if entry.get("name")}
             spaces.append(SpaceInfo(space_id, name, engine, tuple(fmt), numbers, indexes.get(space_id, {})))
         return cls(spaces, version)
@@ -104,7 +104,7 @@ def _parse_index_row(row: Sequence[Any]) -> IndexInfo:
         flat = row[6:6 + 2 * row[5]]
         parts = tuple((flat[i], _text(flat[i + 1])) for i in range(0, len(flat), 2))
     else:
-        opts = row[4] if isinstance(row[4], dict) else {}
+        opts = _text_keys(row[4]) if isinstance(row[4], dict) else {}
         unique = bool(opts.get("unique", False))
         parts = tuple(_parse_part(part) for part in row[5])
     return IndexInfo(space_id, index_id, name, index_type, unique, parts)
@@ -112,9 +112,15 @@ def _parse_index_row(row: Sequence[Any]) -> IndexInfo:
 
 def _parse_part(part: Any) -> tuple[int, str]:
     if isinstance(part, dict):
+        part = _text_keys(part)
         return part.get("field", 0), _text(part.get("type", ""))
     return part[0], _text(part[1])
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _text_keys(mapping: dict[Any, Any]) -> dict[Any, Any]:
+    """A map read with ``encoding=None`` has bytes keys: make them text like the others."""
+    return {_text(key) if isinstance(key, bytes) else key: value for key, value in mapping.items()}
