@@ -1,7 +1,6 @@
 """tarantool_pool: use a Tarantool replica set as one database.
 
-Import what you need from here; the submodules' layering is described in
-docs/architecture.md.
+Import what you need from here; docs/architecture.md describes the layers.
 """
 
 from __future__ import annotations
@@ -9,6 +8,7 @@ from __future__ import annotations
 from .connection import Connection, Space
 from .crud import CrudError, CrudResult
 from .errors import *  # noqa: F401,F403 - the exception tree is part of the public API
+from .errors import __all__ as _error_names
 from .msgpack_ext import ErrorInfo, Interval
 from .pool import (
     ConnectionPool,
@@ -24,3 +24,9 @@ from .pool import (
 from .response import Response
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Connection", "ConnectionPool", "CrudError", "CrudResult", "ErrorInfo", "InstanceState", "Interval", "Mode",
+    "PoolTask", "PoolUnit", "Response", "RoundRobinStrategy", "Space", "Status", "StrategyInterface",
+    "queue_factory", *(name for name in _error_names if name != "Warning"),  # do not shadow the builtin
+]

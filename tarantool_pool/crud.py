@@ -10,7 +10,7 @@ decided by a small table of result kinds, following crud's wire contract:
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .errors import (
     AccessDeniedError,
@@ -35,6 +35,9 @@ class CrudResponse:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {vars(self)!r:.300}>"
 
+    if TYPE_CHECKING:  # attributes come from the map: let type checkers accept ``result.rows`` etc.
+        def __getattr__(self, name: str) -> Any: ...
+
 
 class CrudResult(CrudResponse):
     """A crud result: ``metadata`` (field descriptions) and ``rows`` (tuples)."""
@@ -51,6 +54,14 @@ def _single(data: list[Any]) -> CrudResult:
     return CrudResult(result)
 
 
+def _written(data: list[Any]) -> CrudResult | None:
+    """A single write's result; None when ``noreturn`` made crud return nil on success."""
+    result, error = data[0], data[1] if len(data) > 1 else None
+    if error is not None:
+        raise CrudModuleError(CrudError(error))
+    return CrudResult(result) if result is not None else None
+
+
 def _plain(data: list[Any]) -> Any:
     result, error = data[0], data[1] if len(data) > 1 else None
     if error is not None:
@@ -58,12 +69,12 @@ def _plain(data: list[Any]) -> Any:
     return result
 
 
-def _many(data: list[Any]) -> CrudResult:
+def _many(data: list[Any]) -> CrudResult | None:
     result, errors = data[0], data[1] if len(data) > 1 else None
+    success = CrudResult(result) if result is not None else None  # nil: no success, or noreturn
     if errors:
-        success = CrudResult(result) if result is not None else None
         raise CrudModuleManyError(success, [CrudError(error) for error in errors])
-    return CrudResult(result)
+    return success
 
 
 _T = TypeVar("_T")
@@ -84,62 +95,63 @@ class CrudMixin:
             raise DatabaseError(0, f"crud.{function} returned nothing; is the crud module loaded?")
         return unwrap(data)
 
-    def crud_insert(self, space_name: str, values: Any, opts: dict[str, Any] | None = None, **kwargs: Any) -> CrudResult:
-        return self._crud(_single, "insert", kwargs, space_name, values, opts or {})
+    def crud_insert(self, space_name: str, values: Any, opts: dict[str, Any] | None = None,
+                    **kwargs: Any) -> CrudResult | None:
+        return self._crud(_written, "insert", kwargs, space_name, values, opts or {})
 
     def crud_insert_object(self, space_name: str, values: dict[str, Any], opts: dict[str, Any] | None = None,
-                           **kwargs: Any) -> CrudResult:
-        return self._crud(_single, "insert_object", kwargs, space_name, values, opts or {})
+                           **kwargs: Any) -> CrudResult | None:
+        return self._crud(_written, "insert_object", kwargs, space_name, values, opts or {})
 
     def crud_insert_many(self, space_name: str, values: Any, opts: dict[str, Any] | None = None,
-                         **kwargs: Any) -> CrudResult:
+                         **kwargs: Any) -> CrudResult | None:
         return self._crud(_many, "insert_many", kwargs, space_name, values, opts or {})
 
     def crud_insert_object_many(self, space_name: str, values: Any, opts: dict[str, Any] | None = None,
-                                **kwargs: Any) -> CrudResult:
+                                **kwargs: Any) -> CrudResult | None:
         return self._crud(_many, "insert_object_many", kwargs, space_name, values, opts or {})
 
     def crud_get(self, space_name: str, key: Any, opts: dict[str, Any] | None = None, **kwargs: Any) -> CrudResult:
         return self._crud(_single, "get", kwargs, space_name, key, opts or {})
 
     def crud_update(self, space_name: str, key: Any, operations: Any = None, opts: dict[str, Any] | None = None,
-                    **kwargs: Any) -> CrudResult:
-        return self._crud(_single, "update", kwargs, space_name, key, operations or [], opts or {})
+                    **kwargs: Any) -> CrudResult | None:
+        return self._crud(_written, "update", kwargs, space_name, key, operations or [], opts or {})
 
     def crud_delete(self, space_name: str, key: Any, opts: dict[str, Any] | None = None,
-                    **kwargs: Any) -> CrudResult:
-        return self._crud(_single, "delete", kwargs, space_name, key, opts or {})
+                    **kwargs: Any) -> CrudResult | None:
+        return self._crud(_written, "delete", kwargs, space_name, key, opts or {})
 
     def crud_replace(self, space_name: str, values: Any, opts: dict[str, Any] | None = None,
-                     **kwargs: Any) -> CrudResult:
-        return self._crud(_single, "replace", kwargs, space_name, values, opts or {})
+                     **kwargs: Any) -> CrudResult | None:
+        return self._crud(_written, "replace", kwargs, space_name, values, opts or {})
 
     def crud_replace_object(self, space_name: str, values: dict[str, Any], opts: dict[str, Any] | None = None,
-                            **kwargs: Any) -> CrudResult:
-        return self._crud(_single, "replace_object", kwargs, space_name, values, opts or {})
+                            **kwargs: Any) -> CrudResult | None:
+        return self._crud(_written, "replace_object", kwargs, space_name, values, opts or {})
 
     def crud_replace_many(self, space_name: str, values: Any, opts: dict[str, Any] | None = None,
-                          **kwargs: Any) -> CrudResult:
+                          **kwargs: Any) -> CrudResult | None:
         return self._crud(_many, "replace_many", kwargs, space_name, values, opts or {})
 
     def crud_replace_object_many(self, space_name: str, values: Any, opts: dict[str, Any] | None = None,
-                                 **kwargs: Any) -> CrudResult:
+                                 **kwargs: Any) -> CrudResult | None:
         return self._crud(_many, "replace_object_many", kwargs, space_name, values, opts or {})
 
     def crud_upsert(self, space_name: str, values: Any, operations: Any = None, opts: dict[str, Any] | None = None,
-                    **kwargs: Any) -> CrudResult:
-        return self._crud(_single, "upsert", kwargs, space_name, values, operations or [], opts or {})
+                    **kwargs: Any) -> CrudResult | None:
+        return self._crud(_written, "upsert", kwargs, space_name, values, operations or [], opts or {})
 
     def crud_upsert_object(self, space_name: str, values: dict[str, Any], operations: Any = None,
-                           opts: dict[str, Any] | None = None, **kwargs: Any) -> CrudResult:
-        return self._crud(_single, "upsert_object", kwargs, space_name, values, operations or [], opts or {})
+                           opts: dict[str, Any] | None = None, **kwargs: Any) -> CrudResult | None:
+        return self._crud(_written, "upsert_object", kwargs, space_name, values, operations or [], opts or {})
 
     def crud_upsert_many(self, space_name: str, values_operation: Any, opts: dict[str, Any] | None = None,
-                         **kwargs: Any) -> CrudResult:
+                         **kwargs: Any) -> CrudResult | None:
         return self._crud(_many, "upsert_many", kwargs, space_name, values_operation, opts or {})
 
     def crud_upsert_object_many(self, space_name: str, values_operation: Any, opts: dict[str, Any] | None = None,
-                                **kwargs: Any) -> CrudResult:
+                                **kwargs: Any) -> CrudResult | None:
         return self._crud(_many, "upsert_object_many", kwargs, space_name, values_operation, opts or {})
 
     def crud_select(self, space_name: str, conditions: Any = None, opts: dict[str, Any] | None = None,

@@ -268,4 +268,16 @@ class CrudModuleManyError(DatabaseError):
         self.errors_list = errors_list
 
 
-__all__ = [name for name in dir() if not name.startswith("_") and name not in {"annotations", "Any", "ClassVar"}]
+__all__ = [
+    "AccessDeniedError", "AuthenticationError", "ClusterConnectWarning", "ClusterDiscoveryError",
+    "ConfigurationError", "ConnectionClosedError", "CrudModuleError", "CrudModuleManyError", "DataError",
+    "DatabaseError", "DuplicateKeyError", "EncodingError", "Error", "IllegalParamsError", "IntegrityError",
+    "InterfaceError", "InternalError", "LoadingError", "NetworkError", "NetworkWarning", "NoSuchIndexError",
+    "NoSuchProcedureError", "NoSuchSpaceError", "NoSuchUserError", "NonMasterError", "NotSupportedError",
+    "OperationalError", "PasswordMismatchError", "PoolClosedError", "PoolTolopogyError",
+    "PoolTolopogyWarning", "PoolTopologyError", "PoolTopologyWarning", "ProcLuaError", "ProgrammingError",
+    "ProtocolError", "ReadOnlyError", "RequestTimeoutError", "SchemaError", "SchemaReloadException",
+    "ServerTimeoutError", "SqlBindNotFoundError", "SqlError", "SqlParserError", "SqlSyntaxError", "SslError",
+    "SyncQuorumTimeoutError", "SyncRollbackError", "UnknownRequestTypeError", "Warning",
+    "WrongSchemaVersionError",
+]
