@@ -116,17 +116,27 @@ class Connection(CrudMixin):
         return greeting.version if greeting is not None else None
 
     def connect(self, timeout: float | None = None) -> None:
-        """(Re)connect and authenticate now; raises NetworkError/AuthenticationError on failure."""
+        """(Re)connect and authenticate now (also after close()); raises NetworkError/AuthenticationError."""
+        self._closed = False
+        self._connect(timeout)
+
+    def _connect(self, timeout: float | None) -> None:
+        """Open a link unless one is alive; a close() before or during it wins (ConnectionClosedError)."""
         budget = timeout or self.connection_timeout or DEFAULT_CONNECT_TIMEOUT
         deadline = time.monotonic() + budget
         if not self._connect_lock.acquire(timeout=budget):
             raise NetworkError(0, f"connect to {self.name}: another thread's connect did not finish in time")
         try:
-            self._closed = False
             link = self._link
             if link is not None and link.alive:
                 return
-            self._link = self._open_link(deadline)
+            if self._closed:
+                raise ConnectionClosedError(0, f"{self.name}: the connection is closed")
+            link = self._open_link(deadline)
+            self._link = link
+            if self._closed:  # close() ran meanwhile; it closed the old link or this one
+                link.close()
+                raise ConnectionClosedError(0, f"{self.name}: the connection was closed while connecting")
             self._ever_connected = True
         finally:
             self._connect_lock.release()
@@ -176,13 +186,15 @@ class Connection(CrudMixin):
         attempt = 0
         while True:
             try:
-                self.connect(timeout=max(_remaining(deadline, f"reconnect to {self.name}"), 0.001))
+                self._connect(timeout=max(_remaining(deadline, f"reconnect to {self.name}"), 0.001))
                 link = self._link
                 assert link is not None  # connect() either set a live link or raised
                 return link
-            except NetworkError:
+            except NetworkError as exc:
+                if self._closed:
+                    raise ConnectionClosedError(0, f"{self.name}: the connection is closed") from exc
                 attempt += 1
-                if attempt > self.reconnect_max_attempts or self._closed:
+                if attempt > self.reconnect_max_attempts:
                     raise
                 if time.monotonic() + self.reconnect_delay >= deadline:
                     raise

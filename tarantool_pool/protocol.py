@@ -286,6 +286,9 @@ class Decoder:
         self._unpacker = msgpack.Unpacker(
             raw=encoding is None,
             use_list=use_list,
+            # Lua strings are bytes: one that is not UTF-8 must not kill a link shared by every caller.
+            # Decoded losslessly (recover with s.encode("utf-8", "surrogateescape")), like os.fsdecode.
+            unicode_errors="surrogateescape",
             strict_map_key=False,
             ext_hook=unpack_ext,
             max_buffer_size=max_frame_size + 1024 * 1024,

@@ -66,10 +66,19 @@ class TlsOptions:
             raise SslError(0, f"cannot set up TLS: {exc}") from exc
 
     def _load_cert_chain(self, context: ssl.SSLContext) -> None:
-        candidates: list[str | None] = [self.password]
+        # Never pass password=None: for an encrypted key OpenSSL would then ask for
+        # the pass phrase on the terminal (a hang) or fail with a bare EINVAL.
+        candidates: list[str] = [] if self.password is None else [self.password]
         if self.password_file:
             with open(self.password_file, encoding="utf-8") as lines:
-                candidates += [line.rstrip("\n") for line in lines if line.strip()]
+                candidates += [line.rstrip("\r\n") for line in lines if line.strip()]
+        if not candidates:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file, password=self._no_key_password)  # type: ignore[arg-type]
+                return
+            except self._KeyNeedsPassword:
+                raise SslError(0, f"cannot load the client certificate/key: the key {self.key_file or self.cert_file} "
+                                  "is encrypted and neither ssl_password nor ssl_password_file is given") from None
         last_error: Exception | None = None
         for password in candidates:
             try:
@@ -77,7 +86,15 @@ class TlsOptions:
                 return
             except ssl.SSLError as exc:
                 last_error = exc
-        raise SslError(0, f"cannot load the client certificate/key (wrong key password?): {last_error}")
+        raise SslError(0, f"cannot load the client certificate/key (wrong key password? "
+                          f"{len(candidates)} tried): {last_error}")
+
+    class _KeyNeedsPassword(Exception):
+        """Raised from OpenSSL's password callback when no password was configured."""
+
+    @staticmethod
+    def _no_key_password() -> str:
+        raise TlsOptions._KeyNeedsPassword()
 
 
 def translate_socket_error(exc: BaseException, where: str) -> Error:
@@ -249,6 +266,8 @@ class Link:
             with self._outbox_lock:
                 self._flushing = False
                 self._outbox = []
+            if not self.alive:  # closed or lost under us: its cause, not the dead socket's errno
+                raise self._lost_error() from exc
             error = translate_socket_error(exc, f"send to {self.name}")
             self.lose(error)
             raise error from exc
