@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -32,8 +33,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 INSTANCE_SCRIPT = HERE / "instance.lua"
@@ -43,6 +45,8 @@ STATE_FILE = "cluster.json"
 PID_FILE = "instance.pid"
 LOG_FILE = "tarantool.log"
 OUTPUT_FILE = "output.log"
+EVENT_FILE = "launcher.log"
+LOCK_FILE = ".lock"
 CTL_SOCKET = "control.sock"
 
 HOST = "127.0.0.1"
@@ -97,6 +101,22 @@ for id, lsn in pairs(box.info.vclock) do
     if id ~= 0 then out[tostring(id)] = lsn end
 end
 return setmetatable(out, {__serialize = 'map'})
+"""
+
+# True when the instance's appliers will not come back by themselves: its
+# replication config is not the mesh any more, or an applier stopped.
+REPLICATION_BROKEN_LUA = """
+local have = box.cfg.replication or {}
+if type(have) ~= 'table' then have = {have} end
+if #have ~= #tc_mesh_cfg.replication then
+    return true
+end
+for _, r in pairs(box.info.replication) do
+    if r.upstream ~= nil and r.upstream.status == 'stopped' then
+        return true
+    end
+end
+return false
 """
 
 RESET_REPLICATION_LUA = """
@@ -294,6 +314,7 @@ class Cluster:
         self.instances: dict[str, Instance] = {}
         self._pick_ports()
         self._atexit_registered = False
+        self._lock_fd: int | None = None
         self.rebuilds = 0  # times restore() had to rebuild from scratch
 
     # ------------------------------------------------------------------
@@ -323,6 +344,7 @@ class Cluster:
         cluster.base_dir = base
         cluster.fixed_ports = bool(state.get("fixed_ports"))
         cluster._atexit_registered = False
+        cluster._lock_fd = None
         cluster.rebuilds = 0
         cluster.instances = {}
         for name, info in state["instances"].items():
@@ -346,6 +368,32 @@ class Cluster:
         tmp = self.base_dir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.base_dir / STATE_FILE)
+
+    def _lock_dir(self) -> None:
+        """Hold an flock on the cluster dir while this object runs it, so
+        that other test sessions never prune it."""
+        if self._lock_fd is not None:
+            return
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.base_dir / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ClusterError(f"{self.base_dir} is in use by another process") from None
+        self._lock_fd = fd
+
+    def _unlock_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _event(self, message: str) -> None:
+        """Append a line to the launcher's own log in the cluster dir."""
+        with contextlib.suppress(OSError):
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.base_dir / EVENT_FILE, "a") as log:
+                log.write(f"{time.strftime('%H:%M:%S')} [{os.getpid()}] {message}\n")
 
     def _instance(self, name: str) -> Instance:
         try:
@@ -389,6 +437,8 @@ class Cluster:
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         inst.proc = proc
         inst.pid = proc.pid
+        self._event(f"spawned {inst.name} pid {proc.pid} port {inst.port} "
+                    f"bootstrap={bootstrap} read_only={inst.read_only}")
         inst.pid_file.write_text(f"{proc.pid}\n")
 
     def _wait_exit(self, insts: Iterable[Instance], deadline: float) -> list[Instance]:
@@ -405,6 +455,8 @@ class Cluster:
         return pending
 
     def _forget(self, inst: Instance) -> None:
+        if inst.pid is not None:
+            self._event(f"{inst.name} pid {inst.pid} is gone")
         if inst.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 inst.proc.wait(timeout=1)
@@ -425,12 +477,14 @@ class Cluster:
             if inst.pid is not None and inst.alive():
                 _signal(inst.pid, signal.SIGCONT)
                 _signal(inst.pid, signal.SIGTERM)
+                self._event(f"SIGTERM {inst.name} pid {inst.pid}")
                 live.append(inst)
             elif inst.pid is not None:
                 self._forget(inst)
         stubborn = self._wait_exit(live, time.monotonic() + grace)
         for inst in stubborn:
             if inst.pid is not None and inst.alive():
+                self._event(f"SIGKILL {inst.name} pid {inst.pid} (ignored SIGTERM)")
                 _signal(inst.pid, signal.SIGKILL)
         left = self._wait_exit(stubborn, time.monotonic() + 10)
         if left:
@@ -451,6 +505,7 @@ class Cluster:
         running = [i.name for i in self.instances.values() if i.alive()]
         if running:
             raise ClusterError(f"already running: {running}; call down() first")
+        self._lock_dir()
         if self.auto_dir:
             _prune_run_dirs()
         attempts = 1 if self.fixed_ports else 2
@@ -459,11 +514,13 @@ class Cluster:
                 self._bootstrap(timeout, owner=cleanup_at_exit)
                 return
             except ClusterError as exc:
-                port_clash = "Address already in use" in str(exc)
-                self.down()
-                if port_clash and attempt + 1 < attempts:
-                    self._pick_ports()  # someone took a port meanwhile
+                self._terminate(list(self.instances.values()))
+                clash = "failed to bind" in str(exc) or "Address already in use" in str(exc)
+                if clash and attempt + 1 < attempts:
+                    self._event("a port was taken meanwhile; picking new ports")
+                    self._pick_ports()
                     continue
+                self._unlock_dir()
                 raise
 
     def _bootstrap(self, timeout: float, owner: bool) -> None:
@@ -497,8 +554,9 @@ class Cluster:
             while True:
                 if not inst.alive():
                     raise ClusterError(f"{inst.name} exited during startup")
+                poll = min(2.0, max(0.1, deadline - time.monotonic()))
                 try:
-                    if self.admin(inst.name, predicate, timeout=2):
+                    if self.admin(inst.name, predicate, timeout=poll):
                         break
                 except (AdminUnavailable, AdminTimeout, AdminError):
                     pass
@@ -510,13 +568,15 @@ class Cluster:
     def down(self) -> None:
         """Stop every instance (SIGTERM, SIGKILL after a grace). Idempotent."""
         self._terminate(list(self.instances.values()))
+        self._unlock_dir()
 
     def _cleanup_at_exit(self) -> None:
         with contextlib.suppress(Exception):
             self.down()
 
     def status(self) -> dict[str, dict[str, Any]]:
-        """Per instance: pid/running, and ro/status/vclock when reachable."""
+        """Per instance: pid, port, running, reachable, and ro/status when
+        reachable (``error`` says why not)."""
         out: dict[str, dict[str, Any]] = {}
         for name, inst in self.instances.items():
             if inst.pid is None:
@@ -545,6 +605,7 @@ class Cluster:
         inst = self._instance(name)
         if inst.pid is not None and inst.alive():
             _signal(inst.pid, signal.SIGKILL)
+            self._event(f"SIGKILL {name} pid {inst.pid}")
             if self._wait_exit([inst], time.monotonic() + 10):
                 raise ClusterError(f"{name} survived SIGKILL")
         self._forget(inst)
@@ -555,12 +616,14 @@ class Cluster:
         if inst.pid is None or not inst.alive():
             raise ClusterError(f"{name} is not running")
         _signal(inst.pid, signal.SIGSTOP)
+        self._event(f"SIGSTOP {name} pid {inst.pid}")
 
     def thaw(self, name: str) -> None:
         """SIGCONT a frozen instance."""
         inst = self._instance(name)
         if inst.pid is not None and inst.alive():
             _signal(inst.pid, signal.SIGCONT)
+            self._event(f"SIGCONT {name} pid {inst.pid}")
 
     def start(self, name: str, wait: bool = True, timeout: float = 30,
               read_only: bool | None = None) -> None:
@@ -576,13 +639,10 @@ class Cluster:
         self._forget(inst)
         if read_only is not None:
             inst.read_only = read_only
-        bootstrap, join_uri = "none", None
         if not inst.has_data():
-            donors = [i for i in self.instances.values() if i is not inst and i.alive()]
-            if not donors:
-                raise ClusterError(f"{name} has no data and no peer runs to join from")
-            bootstrap, join_uri = "join", donors[0].uri
-        self._spawn(inst, bootstrap, join_uri, owner=self._atexit_registered)
+            raise ClusterError(f"{name} has no data in {inst.workdir}; "
+                               "a fresh cluster needs up()")
+        self._spawn(inst, "none", None, owner=self._atexit_registered)
         self._write_state()
         if wait:
             try:
@@ -629,13 +689,13 @@ class Cluster:
             while not chunks or not chunks[-1].endswith(b"\n"):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise socket.timeout()
+                    raise TimeoutError()
                 sock.settimeout(left)
                 data = sock.recv(1 << 16)
                 if not data:
                     raise AdminUnavailable(f"{name}: control connection closed")
                 chunks.append(data)
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise AdminTimeout(
                 f"{name}: no answer within {timeout}s to {lua.strip()[:80]!r}") from exc
         except (ConnectionResetError, BrokenPipeError) as exc:
@@ -693,16 +753,47 @@ class Cluster:
         return info
 
     def wait_replication(self, timeout: float = 30,
-                         names: Iterable[str] | None = None) -> None:
-        """Wait until every instance follows every peer, both directions."""
+                         names: Iterable[str] | None = None,
+                         heal: bool = True) -> None:
+        """Wait until every instance follows every peer, both directions.
+
+        With ``heal``, an instance whose appliers will not recover by
+        themselves (one stopped on an error, or its replication config is no
+        longer the mesh) gets its replication restarted, at most once a
+        second.  Tarantool 2.6 stops an applier for good when it reaches a
+        peer that has not yet learnt about the applier's instance
+        (ER_UNKNOWN_REPLICA), which can happen while replicas join.
+        """
         deadline = time.monotonic() + timeout
-        predicate = REPLICATION_OK_LUA % len(self.instances)
-        try:
-            for name in names or self.instances:
-                self.wait_until(name, predicate, max(0.0, deadline - time.monotonic()))
-        except TimeoutError as exc:
-            raise TimeoutError(f"replication not up: {exc}; "
-                               f"state: {self.replication_info()}") from exc
+        ok_lua = REPLICATION_OK_LUA % len(self.instances)
+        pending = list(names or self.instances)
+        last: dict[str, Any] = {}
+        last_heal: dict[str, float] = {}
+        while True:
+            for name in list(pending):
+                poll = min(2.0, max(0.1, deadline - time.monotonic()))
+                try:
+                    if self.admin(name, ok_lua, timeout=poll):
+                        pending.remove(name)
+                        continue
+                    last[name] = "not following every peer"
+                    now = time.monotonic()
+                    if heal and now - last_heal.get(name, 0.0) >= 1.0 \
+                            and self.admin(name, REPLICATION_BROKEN_LUA, timeout=poll):
+                        last_heal[name] = now
+                        self._event(f"restarting replication on {name}: "
+                                    f"{self.admin(name, REPLICATION_INFO_LUA, timeout=poll)}")
+                        self.admin(name, RESET_REPLICATION_LUA, timeout=poll)
+                except (AdminError, AdminTimeout, AdminUnavailable) as exc:
+                    last[name] = exc
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"replication not up within {timeout:.1f}s on {pending} "
+                    f"({ {n: str(last.get(n)) for n in pending} }); "
+                    f"state: {self.replication_info()}")
+            time.sleep(POLL_INTERVAL)
 
     def wait_synced(self, timeout: float = 30) -> None:
         """Wait until all instances have the same vclock."""
@@ -734,7 +825,8 @@ class Cluster:
         except (ClusterError, TimeoutError, AdminError, AdminUnavailable) as exc:
             self.rebuilds += 1
             sys.stderr.write(f"test-cluster: restore failed ({exc}); rebuilding\n")
-            self.down()
+            self._event(f"restore failed, rebuilding: {exc}")
+            self._terminate(list(self.instances.values()))
             self._bootstrap(max(30.0, deadline - time.monotonic()),
                             owner=self._atexit_registered)
 
@@ -750,15 +842,7 @@ class Cluster:
         for name in self.instances:
             if name != MASTER:
                 self.set_read_only(name, True, timeout=max(1.0, deadline - time.monotonic()))
-        left = max(1.0, deadline - time.monotonic())
-        try:
-            self.wait_replication(min(left, 10.0))
-        except TimeoutError:
-            # Appliers that stopped on an error do not retry by themselves.
-            for name in self.instances:
-                if not self.replication_ok(name):
-                    self.admin(name, RESET_REPLICATION_LUA, timeout=5)
-            self.wait_replication(max(1.0, deadline - time.monotonic()))
+        self.wait_replication(max(1.0, deadline - time.monotonic()))
         self.wait_synced(max(1.0, deadline - time.monotonic()))
         self.set_read_only(MASTER, False, timeout=max(1.0, deadline - time.monotonic()))
 
@@ -775,25 +859,33 @@ class Cluster:
                              f"{_tail(inst.output_file, lines)}")
         return "\n".join(parts)
 
-    def __enter__(self) -> Cluster:
-        self.up()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
-
 
 def _iter_pid_files(run_dir: Path) -> Iterator[Path]:
     yield from sorted(run_dir.glob(f"*/*/{PID_FILE}"))
 
 
+def _dir_locked(directory: Path) -> bool:
+    """True when a live Cluster object holds the dir's lock."""
+    try:
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def _prune_run_dirs(run_dir: Path = RUN_DIR, keep: int = KEEP_RUN_DIRS) -> None:
-    """Remove old auto-named run dirs whose instances are all dead."""
+    """Remove old auto-named run dirs nobody uses (no lock, no instance)."""
     if not run_dir.is_dir():
         return
     candidates = []
     for d in run_dir.iterdir():
-        if not d.is_dir() or d.name == CLI_DIR.name:
+        if not d.is_dir() or d.name == CLI_DIR.name or _dir_locked(d):
             continue
         pids = []
         for pid_file in d.glob(f"*/{PID_FILE}"):
@@ -801,7 +893,8 @@ def _prune_run_dirs(run_dir: Path = RUN_DIR, keep: int = KEEP_RUN_DIRS) -> None:
                 pids.append((int(pid_file.read_text().strip()), pid_file.parent))
         if any(is_instance_process(pid, wd) for pid, wd in pids):
             continue
-        candidates.append((d.stat().st_mtime, d))
+        with contextlib.suppress(OSError):
+            candidates.append((d.stat().st_mtime, d))
     candidates.sort(reverse=True)
     for _, d in candidates[keep:]:
         shutil.rmtree(d, ignore_errors=True)

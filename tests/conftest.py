@@ -8,8 +8,9 @@ processes on free ports of 127.0.0.1 (``inst1`` read-write, ``inst2`` and
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ CLUSTER_DIR = Path(__file__).resolve().parent.parent / "test-cluster"
 if str(CLUSTER_DIR) not in sys.path:
     sys.path.insert(0, str(CLUSTER_DIR))
 
-from cluster import Cluster, tarantool_binary  # noqa: E402
+from cluster import Cluster, tarantool_binary
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from cluster import (
     NAMES,
     AdminError,
@@ -41,7 +41,7 @@ def new_key() -> int:
 
 
 def netbox(cluster: Cluster, name: str, body: str, user: str = "test",
-           password: str = "test-password") -> object:
+           password: str = "test-password") -> Any:
     """Run ``body`` on ``name`` with ``c`` = a net.box connection to itself."""
     port = cluster.instances[name].port
     chunk = f"""
@@ -97,7 +97,7 @@ def test_whoami_reports_name_port_and_role(cluster: Cluster) -> None:
     assert len(uuids) == 3
 
 
-def test_addrs_and_status_match_instances(cluster: Cluster, addrs: list[dict]) -> None:
+def test_addrs_and_status_match_instances(cluster: Cluster, addrs: list[dict[str, Any]]) -> None:
     assert addrs == [{"host": "127.0.0.1", "port": cluster.instances[n].port}
                      for n in NAMES]
     assert len({a["port"] for a in addrs}) == 3
@@ -403,6 +403,39 @@ def test_restore_recovers_from_conflicting_masters(fresh_cluster: Cluster) -> No
     assert c.rebuilds == 0
 
 
+STOPPED_UPSTREAM_LUA = """(function()
+    for _, r in pairs(box.info.replication) do
+        if r.upstream ~= nil and r.upstream.status == 'stopped' then
+            return true
+        end
+    end
+    return false
+end)()"""
+
+
+def test_restore_restarts_an_applier_stopped_by_a_conflict(fresh_cluster: Cluster) -> None:
+    c = fresh_cluster
+    key = new_key()
+    # inst1 must not pull inst2's row, and inst3 must not relay inst1's row
+    # to inst2 (it would arrive as a harmless NOP after inst3 skips it).
+    c.admin("inst1", "box.cfg{replication = {}}")
+    c.admin("inst3", "box.cfg{replication = {}}")
+    c.admin("inst2", "box.cfg{replication_skip_conflict = false}")
+    try:
+        c.set_read_only("inst2", False)
+        c.admin("inst2", f"box.space.test_int:insert{{{key}, 'local'}}")
+        c.set_read_only("inst2", True)
+        c.admin("inst1", f"box.space.test_int:insert{{{key}, 'conflict'}}")
+        c.wait_until("inst2", STOPPED_UPSTREAM_LUA, timeout=10)
+    finally:
+        c.admin("inst2", "box.cfg{replication_skip_conflict = true}")
+    c.restore()
+    for name in NAMES:
+        assert c.replication_ok(name), c.replication_info()
+    assert c.admin("inst2", STOPPED_UPSTREAM_LUA) is False
+    assert c.rebuilds == 0
+
+
 # ----------------------------------------------------------------------
 # a cluster of its own: up, down and the CLI
 
@@ -439,7 +472,7 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, str(CLUSTER_PY), *args, "--dir", str(base)],
-                              capture_output=True, text=True, timeout=90)
+                              capture_output=True, text=True, timeout=90, check=False)
 
     try:
         up = cli("up")
@@ -469,7 +502,7 @@ def test_down_all_kills_instances_recorded_in_run_dir(tmp_path: Path) -> None:
     try:
         orphan.up(timeout=60, cleanup_at_exit=False)
         killed = down_all(run_dir)
-        assert sorted(killed) == sorted(i.pid for i in orphan.instances.values())
+        assert sorted(killed) == sorted(i.pid or 0 for i in orphan.instances.values())
         assert _tarantool_pids_under(tmp_path) == []
     finally:
         orphan.down()
