@@ -179,10 +179,16 @@ class Connection(CrudMixin):
         if link is not None and link.alive:
             return link
         if self._closed:
-            raise ConnectionClosedError(0, f"{self.name}: the connection is closed")
+            raise _not_sent(ConnectionClosedError(0, f"{self.name}: the connection is closed"))
         if not self._auto_reconnect:
             reason = link.lost_reason if link is not None else "not connected"
-            raise NetworkError(0, f"{self.name}: no connection ({reason})")
+            raise _not_sent(NetworkError(0, f"{self.name}: no connection ({reason})"))
+        try:
+            return self._reconnect(deadline)
+        except NetworkError as exc:
+            raise _not_sent(exc)
+
+    def _reconnect(self, deadline: float) -> Link:
         attempt = 0
         while True:
             try:
@@ -235,6 +241,8 @@ class Connection(CrudMixin):
         sync = link.next_sync()
         data = self._encoder.frame(code, sync, body, schema_version)  # encode errors: nothing sent
         slot = ReplySlot(wants_pushes=on_push is not None)
+        if not link.alive:  # died since it was picked: this request never left
+            raise _not_sent(link.lost_error())
         link.register(sync, slot)
         link.send(data)
         push_handler = None
@@ -282,14 +290,17 @@ class Connection(CrudMixin):
             return Response(self._roundtrip(link, code, build(None), deadline, 0, on_push, on_push_ctx))
         for attempt in range(2):
             link = self._live_link(deadline)
-            schema = self._current_schema(link, deadline)
             try:
-                body = build(schema)
-            except SchemaError:
-                if attempt:
-                    raise
-                self._reload_schema(link, deadline, schema)  # the name may be new: look once more
-                continue
+                schema = self._current_schema(link, deadline)
+                try:
+                    body = build(schema)
+                except SchemaError:
+                    if attempt:
+                        raise
+                    self._reload_schema(link, deadline, schema)  # the name may be new: look once more
+                    continue
+            except NetworkError as exc:  # failed while loading the schema: the request itself never left
+                raise _not_sent(exc)
             try:
                 return Response(self._roundtrip(link, code, body, deadline, schema.version, on_push, on_push_ctx))
             except WrongSchemaVersionError:
@@ -570,3 +581,9 @@ def _remaining(deadline: float, what: str) -> float:
     if remaining <= 0:
         raise NetworkError(0, f"{what}: timed out")
     return remaining
+
+
+def _not_sent(error: NetworkError) -> NetworkError:
+    """Mark a failure that happened before the request was written: it is safe to retry."""
+    error.request_sent = False
+    return error

@@ -199,7 +199,14 @@ class SyncRollbackError(OperationalError, code=217):
 
 # Client-side failures.
 class NetworkError(DatabaseError):
-    """The connection failed: refused, reset, closed, unreachable."""
+    """The connection failed: refused, reset, closed, unreachable.
+
+    ``request_sent`` is False when the request certainly never reached the
+    server (no connection, refused, failed before the write): retrying it
+    anywhere is safe.  None means it may have been sent.
+    """
+
+    request_sent: bool | None = None
 
 
 class ConnectionClosedError(NetworkError):
@@ -210,6 +217,14 @@ class RequestTimeoutError(NetworkError, TimeoutError):
     """The request's deadline passed before its reply arrived.
 
     For a write the outcome is unknown: it may have been applied.
+    """
+
+
+class UnknownOutcomeError(NetworkError):
+    """A write was sent, then the connection died or its deadline passed.
+
+    It may or may not have been applied; it is never retried automatically.
+    The original error is ``__cause__``.
     """
 
 
@@ -278,6 +293,6 @@ __all__ = [
     "PoolTolopogyWarning", "PoolTopologyError", "PoolTopologyWarning", "ProcLuaError", "ProgrammingError",
     "ProtocolError", "ReadOnlyError", "RequestTimeoutError", "SchemaError", "SchemaReloadException",
     "ServerTimeoutError", "SqlBindNotFoundError", "SqlError", "SqlParserError", "SqlSyntaxError", "SslError",
-    "SyncQuorumTimeoutError", "SyncRollbackError", "UnknownRequestTypeError", "Warning",
+    "SyncQuorumTimeoutError", "SyncRollbackError", "UnknownOutcomeError", "UnknownRequestTypeError", "Warning",
     "WrongSchemaVersionError",
 ]

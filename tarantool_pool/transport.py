@@ -235,7 +235,7 @@ class Link:
         self.pending[sync] = slot
         if not self.alive:  # lost between the caller's check and now: do not wait for nothing
             if self.pending.pop(sync, None) is not None:
-                slot.fail(self._lost_error())
+                slot.fail(self.lost_error())
 
     def forget(self, sync: int) -> bool:
         """The caller gives up; True if it removed the slot (no completion will come)."""
@@ -267,7 +267,7 @@ class Link:
                 self._flushing = False
                 self._outbox = []
             if not self.alive:  # closed or lost under us: its cause, not the dead socket's errno
-                raise self._lost_error() from exc
+                raise self.lost_error() from exc
             error = translate_socket_error(exc, f"send to {self.name}")
             self.lose(error)
             raise error from exc
@@ -311,7 +311,8 @@ class Link:
         with self._tls_lock:
             return sock.recv(_RECV_SIZE)
 
-    def _lost_error(self) -> Error:
+    def lost_error(self) -> NetworkError:
+        """A fresh error (one per caller) that says why the link died."""
         reason = self.lost_reason
         if isinstance(reason, NetworkError):
             return type(reason)(reason.code, reason.message)
@@ -327,7 +328,7 @@ class Link:
         for sync in list(self.pending):
             slot = self.pending.pop(sync, None)
             if slot is not None:
-                slot.fail(self._lost_error())
+                slot.fail(self.lost_error())
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
