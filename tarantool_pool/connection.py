@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from typing import Any, Callable, Sequence
@@ -92,9 +93,10 @@ class Connection(CrudMixin):
         self.name = f"{host}:{port}"
         self._max_frame_size = max_frame_size
         self._auto_reconnect = auto_reconnect
-        self._on_disconnect = on_disconnect
+        self.on_disconnect = on_disconnect  # called (from the reader thread) when a live link dies
         self._encoder = Encoder(encoding)
         self._link: Link | None = None
+        self._connecting: socket.socket | Link | None = None  # what a connect in progress would publish
         self._connect_lock = threading.Lock()
         self._schema: Schema | None = None
         self._schema_lock = threading.Lock()
@@ -144,20 +146,29 @@ class Connection(CrudMixin):
     def _open_link(self, deadline: float) -> Link:
         where = f"connect to {self.name}"
         sock = open_socket(self.host, self.port, _remaining(deadline, where), self.tls)
+        self._connecting = sock  # close() shuts it down: a greeting that never comes must not hold close()
         try:
+            if self._closed:
+                raise ConnectionClosedError(0, f"{self.name}: the connection was closed while connecting")
             greeting = read_greeting(sock, _remaining(deadline, where), where)
         except BaseException:
+            self._connecting = None
             sock.close()
             raise
         decoder = Decoder(self.encoding, self._max_frame_size, self.use_list)
         link = Link(sock, greeting, self.name, decoder, on_lost=self._link_lost,
                     send_timeout=max(self.default_timeout, 1.0))
+        self._connecting = link
         try:
+            if self._closed:
+                raise ConnectionClosedError(0, f"{self.name}: the connection was closed while connecting")
             if self.user:
                 self._authenticate_on(link, self.user, self.password or "", deadline)
         except BaseException:
             link.close()
             raise
+        finally:
+            self._connecting = None
         log.debug("connected to %s (Tarantool %s)", self.name, greeting.version_text)
         return link
 
@@ -171,8 +182,8 @@ class Connection(CrudMixin):
     def _link_lost(self, link: Link, reason: BaseException) -> None:
         if link is self._link and not self._closed:
             log.debug("connection to %s lost: %s", self.name, reason)
-            if self._on_disconnect is not None:
-                self._on_disconnect(reason)
+            if self.on_disconnect is not None:
+                self.on_disconnect(reason)
 
     def _live_link(self, deadline: float) -> Link:
         link = self._link
@@ -212,6 +223,14 @@ class Connection(CrudMixin):
         link = self._link
         if link is not None:
             link.close()
+        connecting = self._connecting
+        if isinstance(connecting, Link):
+            connecting.close()
+        elif connecting is not None:
+            try:
+                connecting.shutdown(socket.SHUT_RDWR)  # wakes the connecting thread's recv at once
+            except OSError:
+                pass
 
     def is_closed(self) -> bool:
         link = self._link

@@ -80,19 +80,17 @@ class ConnectionPool(CrudMixin):
         connect_timeout = connection_timeout or DEFAULT_CONNECT_TIMEOUT
         for addr in validated:
             tls_options = {key: value for key, value in addr.items() if key.startswith("ssl_")}
-            unit_holder: list[PoolUnit] = []
             conn = Connection(
                 addr["host"], addr["port"], user=user, password=password, socket_timeout=socket_timeout,
                 reconnect_max_attempts=reconnect_max_attempts, reconnect_delay=reconnect_delay,
                 connect_now=False, encoding=encoding, call_16=call_16, connection_timeout=connection_timeout,
                 transport=addr.get("transport", ""), auth_type=addr.get("auth_type"), fetch_schema=fetch_schema,
                 auto_reconnect=False,
-                on_disconnect=lambda reason, holder=unit_holder: holder[0].on_disconnect(reason),
                 **tls_options,
             )
             unit = PoolUnit(addr, conn, refresh_delay, self.refresh_timeout, connect_timeout,
                             self._on_state_change)
-            unit_holder.append(unit)
+            conn.on_disconnect = unit.on_disconnect
             self.pool[unit.name] = unit
         self.strategy = strategy_class(self.pool.values())
         if connect_now:
@@ -148,8 +146,8 @@ class ConnectionPool(CrudMixin):
         mode = check_mode(mode)
         deadline = time.monotonic() + timeout
         with self._topology:
-            while not self._fits(mode):
-                if self._closed:
+            while self._closed or not self._fits(mode):
+                if self._closed:  # checked first: a closed pool's units keep their last state
                     raise PoolClosedError("the pool is closed")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -13,6 +13,9 @@ Rules:
   unit's thread-safe pipelined Connection and waits on its own reply slot (see
   transport.py).  That keeps a thread hand-off off the hot path while keeping
   the guarantee that a reply reaches only its caller.
+- A lost connection marks the unit down at once (the reader thread reports
+  it) and wins over a refresh that read box.info before the loss: that
+  refresh's result is stale and dropped; the loss queued a new refresh.
 - State changes are reported to the pool through ``on_state_change``; health
   is logged on change, and a repeating failure at most once per
   ``LOG_REPEAT_SECONDS``.
@@ -75,7 +78,8 @@ class PoolUnit:
         self.first_refresh_done = threading.Event()
         self._on_state_change = on_state_change
         self._last_logged: tuple[str, float] | None = None
-        self._state_lock = threading.Lock()  # the worker and a connection's reader may both report
+        self._state_lock = threading.RLock()  # the worker and a connection's reader may both report
+        self._disconnects = 0  # on_disconnect() calls so far: a refresh that read box.info before one is stale
 
     def __repr__(self) -> str:
         return f"<PoolUnit {self.name} {role_of(self.state)}>"
@@ -97,7 +101,9 @@ class PoolUnit:
 
     def on_disconnect(self, reason: BaseException) -> None:
         """Connection callback: the link died; mark the unit down and refresh at once."""
-        self._set_state(InstanceState(Status.UNHEALTHY, None), f"connection lost: {reason}")
+        with self._state_lock:
+            self._disconnects += 1
+            self._set_state(InstanceState(Status.UNHEALTHY, None), f"connection lost: {reason}")
         self.request_refresh()
 
     def stop(self) -> None:
@@ -140,6 +146,7 @@ class PoolUnit:
 
     def refresh(self) -> None:
         """Connect if needed, read box.info, update the state.  Never raises."""
+        disconnects = self._disconnects
         try:
             if not self.request_processing_enabled:
                 return
@@ -152,17 +159,21 @@ class PoolUnit:
             self.info = info
             status = info.get("status")
             if status == "running":
-                self._set_state(InstanceState(Status.HEALTHY, bool(info["ro"])), None)
+                self._set_state(InstanceState(Status.HEALTHY, bool(info["ro"])), None, disconnects)
             else:
-                self._set_state(InstanceState(Status.UNHEALTHY, bool(info["ro"])), f"box.info.status is {status!r}")
+                self._set_state(InstanceState(Status.UNHEALTHY, bool(info["ro"])), f"box.info.status is {status!r}",
+                                disconnects)
         except Exception as exc:  # ANY failure makes the unit unhealthy; the worker lives on
             self._set_state(InstanceState(Status.UNHEALTHY, None), _describe(exc))
         finally:
             self.last_refresh = time.monotonic()
             self.first_refresh_done.set()
 
-    def _set_state(self, new: InstanceState, problem: str | None) -> None:
+    def _set_state(self, new: InstanceState, problem: str | None, disconnects: int | None = None) -> None:
+        """Apply a new state; a refresh passes the disconnect count it started at."""
         with self._state_lock:
+            if disconnects is not None and disconnects != self._disconnects:
+                return  # the connection died after this refresh read box.info: what it read is stale
             old = self.state
             self.last_error = problem
             if new != old:
