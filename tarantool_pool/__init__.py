@@ -12,8 +12,10 @@ from .errors import __all__ as _error_names
 from .msgpack_ext import ErrorInfo, Interval
 from .pool import (
     ConnectionPool,
+    EventKind,
     InstanceState,
     Mode,
+    PoolEvent,
     PoolTask,
     PoolUnit,
     RoundRobinStrategy,
@@ -26,7 +28,7 @@ from .response import Response
 __version__ = "0.1.0"
 
 __all__ = [
-    "Connection", "ConnectionPool", "CrudError", "CrudResult", "ErrorInfo", "InstanceState", "Interval", "Mode",
+    "Connection", "ConnectionPool", "CrudError", "EventKind", "PoolEvent", "CrudResult", "ErrorInfo", "InstanceState", "Interval", "Mode",
     "PoolTask", "PoolUnit", "Response", "RoundRobinStrategy", "Space", "Status", "StrategyInterface",
     "queue_factory", *(name for name in _error_names if name != "Warning"),  # do not shadow the builtin
 ]

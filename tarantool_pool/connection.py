@@ -232,6 +232,17 @@ class Connection(CrudMixin):
             except OSError:
                 pass
 
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not answered yet (0 when not connected)."""
+        link = self._link
+        return len(link.pending) if link is not None else 0
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is in flight (for a graceful close); True if idle in time."""
+        link = self._link
+        return link.wait_idle(timeout) if link is not None else True
+
     def is_closed(self) -> bool:
         link = self._link
         return self._closed or link is None or not link.alive

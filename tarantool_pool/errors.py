@@ -228,6 +228,10 @@ class UnknownOutcomeError(NetworkError):
     """
 
 
+class UnknownOutcomeTimeoutError(UnknownOutcomeError, RequestTimeoutError):
+    """A write's deadline passed after it was sent: a timeout whose outcome is unknown."""
+
+
 class ProtocolError(NetworkError):
     """The peer sent bytes that are not valid IPROTO (the connection is dropped)."""
 
@@ -293,6 +297,6 @@ __all__ = [
     "PoolTolopogyWarning", "PoolTopologyError", "PoolTopologyWarning", "ProcLuaError", "ProgrammingError",
     "ProtocolError", "ReadOnlyError", "RequestTimeoutError", "SchemaError", "SchemaReloadException",
     "ServerTimeoutError", "SqlBindNotFoundError", "SqlError", "SqlParserError", "SqlSyntaxError", "SslError",
-    "SyncQuorumTimeoutError", "SyncRollbackError", "UnknownOutcomeError", "UnknownRequestTypeError", "Warning",
+    "SyncQuorumTimeoutError", "SyncRollbackError", "UnknownOutcomeError", "UnknownOutcomeTimeoutError", "UnknownRequestTypeError", "Warning",
     "WrongSchemaVersionError",
 ]

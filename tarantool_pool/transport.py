@@ -221,6 +221,7 @@ class Link:
         self._outbox: list[bytes] = []
         self._outbox_lock = threading.Lock()
         self._flushing = False
+        self._idle_waiter: threading.Event | None = None  # created by the first wait_idle()
         # OpenSSL objects must not be read and written by two threads at once.
         self._tls_lock = threading.Lock() if isinstance(sock, ssl.SSLSocket) else None
         sock.settimeout(send_timeout)
@@ -239,7 +240,19 @@ class Link:
 
     def forget(self, sync: int) -> bool:
         """The caller gives up; True if it removed the slot (no completion will come)."""
-        return self.pending.pop(sync, None) is not None
+        removed = self.pending.pop(sync, None) is not None
+        if self._idle_waiter is not None and not self.pending:
+            self._idle_waiter.set()
+        return removed
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no request is pending (or the link dies); True if that happened in time."""
+        waiter = self._idle_waiter
+        if waiter is None:
+            waiter = self._idle_waiter = threading.Event()
+        if not self.pending or not self.alive:
+            return True
+        return waiter.wait(timeout) or not self.pending
 
     def send(self, data: bytes) -> None:
         """Queue ``data``; the first caller to find the outbox idle sends everything queued."""
@@ -295,6 +308,8 @@ class Link:
                     slot = pending.pop(frame.sync, None)
                     if slot is not None:
                         slot.complete(frame)
+                        if self._idle_waiter is not None and not pending:  # only while a drain waits
+                            self._idle_waiter.set()
                     else:
                         log.debug("%s: dropped a late or unknown reply, sync %d", self.name, frame.sync)
         except BaseException as exc:
@@ -329,6 +344,8 @@ class Link:
             slot = self.pending.pop(sync, None)
             if slot is not None:
                 slot.fail(self.lost_error())
+        if self._idle_waiter is not None:
+            self._idle_waiter.set()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -428,7 +428,9 @@ def test_role_change_is_followed_within_refresh_delay_plus_refresh_timeout(
 def test_read_only_refusal_refreshes_the_unit_at_once(
         fresh_cluster: Cluster, make_pool: Callable[..., ConnectionPool]) -> None:
     c = fresh_cluster
-    pool = make_pool(refresh_delay=60)  # only the refusal can make the pool look again
+    # refresh_delay 60: only the refusal can make the pool look again.  No retries and no selection wait:
+    # the old fail-at-once behaviour (tests of the retrying behaviour are in test_pool_retries.py).
+    pool = make_pool(refresh_delay=60, max_retries=0, selection_timeout=0)
     units = Units(pool, c)
     c.set_read_only("inst1", True)
     assert units.role("inst1") == "rw"  # the pool has not looked yet

@@ -5,17 +5,21 @@ The request path (the threading model, stated once):
 1. A caller thread calls e.g. ``pool.select(space, key, mode=Mode.ANY)``.
 2. The strategy picks a unit from an immutable snapshot of unit states; the
    snapshot is rebuilt under ``_topology`` (a Condition) only when a refresh
-   changes a unit's state, so the hot path takes no pool lock.
+   changes a unit's state, so the hot path takes no pool lock.  When no
+   instance fits, the caller waits on that condition up to the selection
+   deadline (routing.py).
 3. The caller sends on that unit's Connection, which is thread-safe and
    pipelined: the request gets a fresh sync and its own reply slot, the
    bytes are batched with other callers' onto the socket, and the caller
    waits on its slot until the request's deadline.
 4. The connection's reader thread decodes replies and completes the slot
    registered under each reply's sync; a late reply is dropped.
-5. Each unit's worker thread refreshes box.info every ``refresh_delay``
+5. A failed attempt is retried on another instance when that is safe
+   (failover.py); a write whose outcome is unknown is never retried.
+6. Each unit's worker thread refreshes box.info every ``refresh_delay``
    (sooner when a request hits a network error or a read-only refusal) and
-   reports state changes here, which rebuilds the snapshot and wakes
-   ``wait()``ers.
+   reports state changes here, which rebuilds the snapshot, wakes waiting
+   callers and emits events to listeners.
 
 Why not hand requests to the worker through its queue?  That costs a thread
 wake-up per request; writing from the caller keeps the guarantees (own slot,
@@ -30,71 +34,93 @@ import threading
 import time
 from typing import Any, Sequence
 
-from ..connection import DEFAULT_CONNECT_TIMEOUT, Connection, PushCallback
+from ..connection import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Connection, PushCallback
 from ..crud import CrudMixin
-from ..errors import (
-    ConfigurationError,
-    LoadingError,
-    NetworkError,
-    PoolClosedError,
-    PoolTopologyError,
-    ReadOnlyError,
-)
+from ..errors import ConfigurationError, PoolClosedError, PoolTopologyError
 from ..response import Response
+from .config import check_mode, check_seconds, validate_addrs
+from .failover import EventKind, Listener, Listeners
+from .routing import RoutingMixin
 from .strategy import InstanceState, Mode, RoundRobinStrategy, StrategyInterface, role_of
 from .unit import PoolUnit
 
 log = logging.getLogger("tarantool_pool")
 
-ADDR_KEYS = frozenset({"host", "port", "transport", "ssl_key_file", "ssl_cert_file", "ssl_ca_file",
-                       "ssl_ciphers", "ssl_password", "ssl_password_file", "auth_type"})
 MODE_REQUIRED = "Please, specify 'mode' keyword argument"
 DEFAULT_REFRESH_TIMEOUT = 1.0
+DEFAULT_SELECTION_TIMEOUT = 2.0
+DEFAULT_MAX_RETRIES = 3
 CLOSE_JOIN_SECONDS = 2.0
-# Errors that say "this instance may have changed role or died": refresh it now.
-_REFRESH_TRIGGERS = (NetworkError, ReadOnlyError, LoadingError)
+CRUD_READS = frozenset({"crud.get", "crud.select", "crud.count", "crud.len", "crud.min", "crud.max",
+                        "crud.storage_info", "crud.stats", "crud.unflatten_rows"})
 
 
-class ConnectionPool(CrudMixin):
-    """A pool over a replica set, API-compatible with ``tarantool.ConnectionPool``."""
+class ConnectionPool(RoutingMixin, CrudMixin):
+    """A pool over a replica set, API-compatible with ``tarantool.ConnectionPool``.
+
+    Keyword-only extras: ``refresh_timeout`` (deadline of one box.info refresh),
+    ``selection_timeout`` (how long a request waits for an instance that fits
+    its mode; 0 fails at once), ``max_retries`` (safe retries per request),
+    ``read_attempt_timeout`` (cap of one read attempt, so a frozen replica
+    leaves time to retry elsewhere), ``max_lag`` (default lag bound of reads),
+    ``slow_request_threshold`` (seconds; emits SLOW_REQUEST events).
+    """
 
     def __init__(self, addrs: Sequence[dict[str, Any]], user: str | None = None, password: str | None = None,
                  socket_timeout: float | None = None, reconnect_max_attempts: int = 0, reconnect_delay: float = 0,
                  connect_now: bool = True, encoding: str | None = "utf-8", call_16: bool = False,
                  connection_timeout: float | None = None, strategy_class: type[StrategyInterface] = RoundRobinStrategy,
                  refresh_delay: float = 1, fetch_schema: bool = True, *,
-                 refresh_timeout: float | None = None) -> None:
+                 refresh_timeout: float | None = None, selection_timeout: float = DEFAULT_SELECTION_TIMEOUT,
+                 max_retries: int = DEFAULT_MAX_RETRIES, read_attempt_timeout: float | None = None,
+                 max_lag: float | None = None, slow_request_threshold: float | None = None) -> None:
         validated = validate_addrs(addrs)
-        if not (isinstance(refresh_delay, (int, float)) and refresh_delay > 0):
-            raise ConfigurationError(f"refresh_delay must be a positive number of seconds, got {refresh_delay!r}")
-        if refresh_timeout is not None and not refresh_timeout > 0:
-            raise ConfigurationError(f"refresh_timeout must be a positive number of seconds, got {refresh_timeout!r}")
+        check_seconds("refresh_delay", refresh_delay, allow_none=False)
+        check_seconds("refresh_timeout", refresh_timeout)
+        check_seconds("socket_timeout", socket_timeout)
+        check_seconds("selection_timeout", selection_timeout, allow_zero=True, allow_none=False)
+        check_seconds("read_attempt_timeout", read_attempt_timeout)
+        check_seconds("max_lag", max_lag, allow_zero=True)
+        check_seconds("slow_request_threshold", slow_request_threshold, allow_zero=True)
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be a non-negative integer, got {max_retries!r}")
         self.user = user
         self.refresh_delay = refresh_delay
         self.refresh_timeout = refresh_timeout or min(socket_timeout or DEFAULT_REFRESH_TIMEOUT,
                                                       DEFAULT_REFRESH_TIMEOUT)
         self.connection_timeout = connection_timeout
+        self.request_timeout = socket_timeout or DEFAULT_REQUEST_TIMEOUT
+        self.selection_timeout = selection_timeout
+        self.max_retries = max_retries
+        self.read_attempt_timeout = read_attempt_timeout
+        self.max_lag = max_lag
+        self.slow_request_threshold = slow_request_threshold
+        self.listeners = Listeners()
+        self._connection_options: dict[str, Any] = dict(
+            user=user, password=password, socket_timeout=socket_timeout,
+            reconnect_max_attempts=reconnect_max_attempts, reconnect_delay=reconnect_delay, connect_now=False,
+            encoding=encoding, call_16=call_16, connection_timeout=connection_timeout, fetch_schema=fetch_schema,
+            auto_reconnect=False)
+        self._strategy_class = strategy_class
         self._topology = threading.Condition()
         self._closed = False
+        self._started = False
         self.pool: dict[str, PoolUnit] = {}
-        connect_timeout = connection_timeout or DEFAULT_CONNECT_TIMEOUT
         for addr in validated:
-            tls_options = {key: value for key, value in addr.items() if key.startswith("ssl_")}
-            conn = Connection(
-                addr["host"], addr["port"], user=user, password=password, socket_timeout=socket_timeout,
-                reconnect_max_attempts=reconnect_max_attempts, reconnect_delay=reconnect_delay,
-                connect_now=False, encoding=encoding, call_16=call_16, connection_timeout=connection_timeout,
-                transport=addr.get("transport", ""), auth_type=addr.get("auth_type"), fetch_schema=fetch_schema,
-                auto_reconnect=False,
-                **tls_options,
-            )
-            unit = PoolUnit(addr, conn, refresh_delay, self.refresh_timeout, connect_timeout,
-                            self._on_state_change)
-            conn.on_disconnect = unit.on_disconnect
+            unit = self._make_unit(addr)
             self.pool[unit.name] = unit
         self.strategy = strategy_class(self.pool.values())
         if connect_now:
             self.connect()
+
+    def _make_unit(self, addr: dict[str, Any]) -> PoolUnit:
+        tls_options = {key: value for key, value in addr.items() if key.startswith("ssl_")}
+        conn = Connection(addr["host"], addr["port"], transport=addr.get("transport", ""),
+                          auth_type=addr.get("auth_type"), **self._connection_options, **tls_options)
+        unit = PoolUnit(addr, conn, self.refresh_delay, self.refresh_timeout,
+                        self.connection_timeout or DEFAULT_CONNECT_TIMEOUT, self._on_state_change)
+        conn.on_disconnect = unit.on_disconnect
+        return unit
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -105,22 +131,32 @@ class ConnectionPool(CrudMixin):
         """
         if self._closed:
             raise PoolClosedError("the pool is closed")
-        for unit in self.pool.values():
+        self._started = True
+        units = list(self.pool.values())
+        for unit in units:
             unit.start()
         budget = (self.connection_timeout or DEFAULT_CONNECT_TIMEOUT) + self.refresh_timeout
         deadline = time.monotonic() + budget
-        for unit in self.pool.values():
+        for unit in units:
             unit.first_refresh_done.wait(max(deadline - time.monotonic(), 0))
 
-    def close(self) -> None:
-        """Stop every worker and close every connection; later calls raise PoolClosedError."""
+    def close(self, drain_timeout: float | None = None) -> None:
+        """Refuse new requests, let in-flight ones finish for up to ``drain_timeout`` seconds,
+        then stop every worker and close every connection (requests still in flight fail at once).
+        """
+        check_seconds("drain_timeout", drain_timeout, allow_zero=True)
         with self._topology:
             self._closed = True
             self._topology.notify_all()
-        for unit in self.pool.values():
+        units = list(self.pool.values())
+        if drain_timeout:
+            deadline = time.monotonic() + drain_timeout
+            for unit in units:
+                unit.conn.wait_idle(max(deadline - time.monotonic(), 0))
+        for unit in units:
             unit.stop()
         deadline = time.monotonic() + CLOSE_JOIN_SECONDS
-        for unit in self.pool.values():
+        for unit in units:
             unit.join(max(deadline - time.monotonic(), 0))
 
     def is_closed(self) -> bool:
@@ -169,137 +205,161 @@ class ConnectionPool(CrudMixin):
         with self._topology:
             self.strategy.update()
             self._topology.notify_all()
+        old_role, new_role = role_of(old), role_of(new)
+        if new_role == "down":
+            self.listeners.emit(EventKind.INSTANCE_DOWN, unit.name, role=old_role, reason=unit.last_error)
+        elif old_role == "down":
+            self.listeners.emit(EventKind.INSTANCE_UP, unit.name, role=new_role)
+        elif old_role != new_role:
+            self.listeners.emit(EventKind.ROLE_CHANGED, unit.name, old=old_role, new=new_role)
 
-    # -- routing -----------------------------------------------------------------------
+    # -- topology at runtime ---------------------------------------------------------
 
-    def _unit_for(self, mode: Mode) -> PoolUnit:
-        if self._closed:
-            raise PoolClosedError("the pool is closed")
-        unit: PoolUnit = self.strategy.getnext(mode)
+    def add(self, addr: dict[str, Any]) -> PoolUnit:
+        """Add an instance without a restart; it serves once its first refresh succeeds."""
+        (validated,) = validate_addrs([addr])
+        unit = self._make_unit(validated)
+        with self._topology:
+            if self._closed:
+                raise PoolClosedError("the pool is closed")
+            if unit.name in self.pool:
+                raise ConfigurationError(f"{unit.name} is already in the pool")
+            self.pool = {**self.pool, unit.name: unit}
+            self._rebuild_strategy()
+        if self._started:
+            unit.start()
         return unit
 
-    def _send(self, mode: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-        unit = self._unit_for(check_mode(mode))
-        try:
-            return getattr(unit.conn, method)(*args, **kwargs)
-        except _REFRESH_TRIGGERS:
-            unit.request_refresh()
-            if self._closed:
-                raise PoolClosedError("the pool is closed") from None
-            raise
+    def remove(self, name: str, drain_timeout: float = 2.0) -> None:
+        """Stop routing to ``name`` ("host:port"), let its in-flight requests finish, then close it."""
+        with self._topology:
+            unit = self.pool.get(name)
+            if unit is None:
+                raise ConfigurationError(f"{name!r} is not in the pool; known: {', '.join(self.pool)}")
+            self.pool = {known: other for known, other in self.pool.items() if known != name}
+            self._rebuild_strategy()
+        unit.conn.wait_idle(drain_timeout)
+        unit.stop()
+        unit.join(CLOSE_JOIN_SECONDS)
+
+    def _rebuild_strategy(self) -> None:
+        set_units = getattr(self.strategy, "set_units", None)
+        if set_units is not None:
+            set_units(self.pool.values())
+        else:
+            self.strategy = self._strategy_class(self.pool.values())
+        self._topology.notify_all()
+
+    def discover(self) -> list[str]:
+        """Add the replica set members that healthy instances replicate from; returns the names added."""
+        added = []
+        for unit in list(self.pool.values()):
+            replication = unit.info.get("replication") if unit.info else None
+            entries = replication.values() if isinstance(replication, dict) else replication or []
+            for entry in entries:
+                upstream = entry.get("upstream") if isinstance(entry, dict) else None
+                peer = upstream.get("peer") if isinstance(upstream, dict) else None
+                if not isinstance(peer, str) or ":" not in peer:
+                    continue
+                host, _, port = peer.rpartition("@")[2].rpartition(":")  # drop any user:password@
+                if f"{host}:{port}" not in self.pool and port.isdigit():
+                    added.append(self.add({"host": host, "port": int(port)}).name)
+        return added
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(PoolEvent)`` on role changes, instance up/down, retries, slow requests.
+
+        Listeners run in the thread that saw the event: keep them quick and non-blocking.
+        """
+        self.listeners.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self.listeners.remove(listener)
 
     # -- the compatible API --------------------------------------------------------------
 
-    def ping(self, notime: bool = False, *, mode: Mode | None = None, timeout: float | None = None) -> float | str:
+    def ping(self, notime: bool = False, *, mode: Mode | None = None, timeout: float | None = None,
+             selection_timeout: float | None = None) -> float | str:
         if mode is None:
             raise ValueError(MODE_REQUIRED)
-        return self._send(mode, "ping", notime, timeout=timeout)  # type: ignore[no-any-return]
+        return self._route(check_mode(mode), "ping", (notime,), {}, True,  # type: ignore[no-any-return]
+                           timeout, selection_timeout)
 
     def call(self, func_name: str, *args: Any, mode: Mode | None = None, on_push: PushCallback | None = None,
-             on_push_ctx: Any = None, timeout: float | None = None) -> Response:
+             on_push_ctx: Any = None, timeout: float | None = None, idempotent: bool = False,
+             selection_timeout: float | None = None, max_lag: float | None = None) -> Response:
+        """CALL a Lua function; ``idempotent=True`` lets a failed call be retried like a read."""
         if mode is None:
             raise ValueError(MODE_REQUIRED)
-        return self._send(mode, "call", func_name, *args, on_push=on_push, on_push_ctx=on_push_ctx,  # type: ignore[no-any-return]
-                          timeout=timeout)
+        return self._route(check_mode(mode), "call", (func_name, *args),  # type: ignore[no-any-return]
+                           {"on_push": on_push, "on_push_ctx": on_push_ctx}, idempotent, timeout,
+                           selection_timeout, max_lag)
 
     def eval(self, expr: str, *args: Any, mode: Mode | None = None, on_push: PushCallback | None = None,
-             on_push_ctx: Any = None, timeout: float | None = None) -> Response:
+             on_push_ctx: Any = None, timeout: float | None = None, idempotent: bool = False,
+             selection_timeout: float | None = None, max_lag: float | None = None) -> Response:
         if mode is None:
             raise ValueError(MODE_REQUIRED)
-        return self._send(mode, "eval", expr, *args, on_push=on_push, on_push_ctx=on_push_ctx,  # type: ignore[no-any-return]
-                          timeout=timeout)
+        return self._route(check_mode(mode), "eval", (expr, *args),  # type: ignore[no-any-return]
+                           {"on_push": on_push, "on_push_ctx": on_push_ctx}, idempotent, timeout,
+                           selection_timeout, max_lag)
 
     def execute(self, query: str | int, params: Any = None, *, mode: Mode | None = None,
-                timeout: float | None = None) -> Response:
+                timeout: float | None = None, idempotent: bool = False, selection_timeout: float | None = None,
+                max_lag: float | None = None) -> Response:
         if mode is None:
             raise ValueError(MODE_REQUIRED)
-        return self._send(mode, "execute", query, params, timeout=timeout)  # type: ignore[no-any-return]
+        return self._route(check_mode(mode), "execute", (query, params), {},  # type: ignore[no-any-return]
+                           idempotent, timeout, selection_timeout, max_lag)
 
     def select(self, space_name: str | int, key: Any = None, *, offset: int = 0, limit: int = 0xFFFFFFFF,
                index: str | int = 0, iterator: Any = None, mode: Mode = Mode.ANY,
-               on_push: PushCallback | None = None, on_push_ctx: Any = None,
-               timeout: float | None = None) -> Response:
-        return self._send(mode, "select", space_name, key, offset=offset, limit=limit, index=index,  # type: ignore[no-any-return]
-                          iterator=iterator, on_push=on_push, on_push_ctx=on_push_ctx, timeout=timeout)
+               on_push: PushCallback | None = None, on_push_ctx: Any = None, timeout: float | None = None,
+               selection_timeout: float | None = None, max_lag: float | None = None) -> Response:
+        kwargs = {"offset": offset, "limit": limit, "index": index, "iterator": iterator, "on_push": on_push,
+                  "on_push_ctx": on_push_ctx}
+        return self._route(check_mode(mode), "select", (space_name, key), kwargs, True,  # type: ignore[no-any-return]
+                           timeout, selection_timeout, max_lag)
 
     def insert(self, space_name: str | int, values: Sequence[Any], *, mode: Mode = Mode.RW,
-               on_push: PushCallback | None = None, on_push_ctx: Any = None,
-               timeout: float | None = None) -> Response:
-        return self._send(mode, "insert", space_name, values, on_push=on_push, on_push_ctx=on_push_ctx,  # type: ignore[no-any-return]
-                          timeout=timeout)
+               on_push: PushCallback | None = None, on_push_ctx: Any = None, timeout: float | None = None,
+               selection_timeout: float | None = None) -> Response:
+        return self._write("insert", (space_name, values), {}, mode, on_push, on_push_ctx, timeout,
+                           selection_timeout)
 
     def replace(self, space_name: str | int, values: Sequence[Any], *, mode: Mode = Mode.RW,
-                on_push: PushCallback | None = None, on_push_ctx: Any = None,
-                timeout: float | None = None) -> Response:
-        return self._send(mode, "replace", space_name, values, on_push=on_push, on_push_ctx=on_push_ctx,  # type: ignore[no-any-return]
-                          timeout=timeout)
+                on_push: PushCallback | None = None, on_push_ctx: Any = None, timeout: float | None = None,
+                selection_timeout: float | None = None) -> Response:
+        return self._write("replace", (space_name, values), {}, mode, on_push, on_push_ctx, timeout,
+                           selection_timeout)
 
     def update(self, space_name: str | int, key: Any, op_list: Sequence[Any], *, index: str | int = 0,
                mode: Mode = Mode.RW, on_push: PushCallback | None = None, on_push_ctx: Any = None,
-               timeout: float | None = None) -> Response:
-        return self._send(mode, "update", space_name, key, op_list, index=index, on_push=on_push,  # type: ignore[no-any-return]
-                          on_push_ctx=on_push_ctx, timeout=timeout)
+               timeout: float | None = None, selection_timeout: float | None = None) -> Response:
+        return self._write("update", (space_name, key, op_list), {"index": index}, mode, on_push, on_push_ctx,
+                           timeout, selection_timeout)
 
     def upsert(self, space_name: str | int, tuple_value: Sequence[Any], op_list: Sequence[Any], *,
                index: str | int = 0, mode: Mode = Mode.RW, on_push: PushCallback | None = None,
-               on_push_ctx: Any = None, timeout: float | None = None) -> Response:
-        return self._send(mode, "upsert", space_name, tuple_value, op_list, index=index, on_push=on_push,  # type: ignore[no-any-return]
-                          on_push_ctx=on_push_ctx, timeout=timeout)
+               on_push_ctx: Any = None, timeout: float | None = None,
+               selection_timeout: float | None = None) -> Response:
+        return self._write("upsert", (space_name, tuple_value, op_list), {"index": index}, mode, on_push,
+                           on_push_ctx, timeout, selection_timeout)
 
     def delete(self, space_name: str | int, key: Any, *, index: str | int = 0, mode: Mode = Mode.RW,
-               on_push: PushCallback | None = None, on_push_ctx: Any = None,
-               timeout: float | None = None) -> Response:
-        return self._send(mode, "delete", space_name, key, index=index, on_push=on_push,  # type: ignore[no-any-return]
-                          on_push_ctx=on_push_ctx, timeout=timeout)
+               on_push: PushCallback | None = None, on_push_ctx: Any = None, timeout: float | None = None,
+               selection_timeout: float | None = None) -> Response:
+        return self._write("delete", (space_name, key), {"index": index}, mode, on_push, on_push_ctx, timeout,
+                           selection_timeout)
+
+    def _write(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Mode,
+               on_push: PushCallback | None, on_push_ctx: Any, timeout: float | None,
+               selection_timeout: float | None) -> Response:
+        kwargs["on_push"], kwargs["on_push_ctx"] = on_push, on_push_ctx
+        return self._route(check_mode(mode), method, args, kwargs, False,  # type: ignore[no-any-return]
+                           timeout, selection_timeout)
 
     def _crud_call(self, function: str, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
         mode = kwargs.pop("mode", Mode.ANY)
+        kwargs.setdefault("idempotent", function in CRUD_READS)
         return self.call(function, args, mode=mode, **kwargs).data or []
-
-
-def check_mode(mode: Any) -> Mode:
-    """A Mode (or its number); anything else is a ValueError that names it."""
-    if isinstance(mode, Mode):
-        return mode
-    if isinstance(mode, int) and not isinstance(mode, bool):
-        try:
-            return Mode(mode)
-        except ValueError:
-            pass
-    raise ValueError(f"mode must be a tarantool_pool.Mode ({', '.join(m.name for m in Mode)}), got {mode!r}")
-
-
-def validate_addrs(addrs: Any) -> list[dict[str, Any]]:
-    """Check the ``addrs`` list; errors name the entry and the field."""
-    if not isinstance(addrs, (list, tuple)) or not addrs:
-        raise ConfigurationError(f"addrs must be a non-empty list of {{'host': ..., 'port': ...}} dicts, got {addrs!r:.80}")
-    seen: set[str] = set()
-    result = []
-    for number, addr in enumerate(addrs):
-        where = f"addrs[{number}]"
-        if not isinstance(addr, dict):
-            raise ConfigurationError(f"{where} must be a dict with 'host' and 'port', got {addr!r:.80}")
-        unknown = set(addr) - ADDR_KEYS
-        if unknown:
-            raise ConfigurationError(f"{where} has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-                                     f"known: {', '.join(sorted(ADDR_KEYS))}")
-        for key in ("host", "port"):
-            if key not in addr:
-                raise ConfigurationError(f"{where} is missing {key!r}")
-        host, port = addr["host"], addr["port"]
-        if host is not None and (not isinstance(host, str) or not host):
-            raise ConfigurationError(f"{where}: host must be a non-empty string (or None for a unix socket), got {host!r}")
-        if host not in (None, "unix/"):
-            if isinstance(port, str) and port.isdigit():
-                port = int(port)
-            if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-                raise ConfigurationError(f"{where}: port must be an integer from 1 to 65535, got {addr['port']!r}")
-        transport = addr.get("transport", "")
-        if transport not in ("", "ssl"):
-            raise ConfigurationError(f"{where}: transport must be '' or 'ssl', got {transport!r}")
-        name = f"{host}:{port}"
-        if name in seen:
-            raise ConfigurationError(f"{where}: {name} is listed twice")
-        seen.add(name)
-        result.append({**addr, "port": port})
-    return result

@@ -73,6 +73,14 @@ class PoolUnit:
         self.refresh_timeout = refresh_timeout
         self.connect_timeout = connect_timeout
         self.info: dict[str, Any] = {}  # the last box.info read
+        self.uuid: str | None = None
+        self.rtt: float | None = None  # smoothed round trip of the box.info refresh, seconds
+        self.upstreams: dict[str, tuple[str, float]] = {}  # peer uuid -> (upstream status, lag seconds)
+        # Counters for get_stats(); plain ints: under heavy concurrency they are approximate, never locked.
+        self.requests = 0
+        self.errors = 0
+        self.retries = 0
+        self.timeouts = 0
         self.last_error: str | None = None
         self.last_refresh: float | None = None  # time.monotonic() of the last finished refresh
         self.first_refresh_done = threading.Event()
@@ -105,6 +113,21 @@ class PoolUnit:
             self._disconnects += 1
             self._set_state(InstanceState(Status.UNHEALTHY, None), f"connection lost: {reason}")
         self.request_refresh()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent on this unit's connection and not answered yet."""
+        return self.conn.in_flight
+
+    def lag_behind(self, master_uuid: str | None) -> float:
+        """Replication lag (s) from the master, 0 for the master, inf when not following it."""
+        if self.state.read_only is False:
+            return 0.0
+        if master_uuid is not None:
+            status, lag = self.upstreams.get(master_uuid, ("none", float("inf")))
+            return lag if status == "follow" else float("inf")
+        following = [lag for status, lag in self.upstreams.values() if status == "follow"]
+        return max(following) if following else float("inf")
 
     def stop(self) -> None:
         """Ask the worker to exit and close the connection (in-flight requests fail at once)."""
@@ -152,11 +175,16 @@ class PoolUnit:
                 return
             if self.conn.is_closed():
                 self.conn.connect(timeout=self.connect_timeout)
+            started = time.monotonic()
             info = self.conn.call("box.info", timeout=self.refresh_timeout).data
+            elapsed = time.monotonic() - started
             info = info[0] if info else None
             if not isinstance(info, dict) or "ro" not in info:
                 raise ValueError(f"box.info returned {info!r:.80}")
             self.info = info
+            self.rtt = elapsed if self.rtt is None else 0.7 * self.rtt + 0.3 * elapsed
+            self.uuid = info.get("uuid")
+            self.upstreams = _upstreams(info)
             status = info.get("status")
             if status == "running":
                 self._set_state(InstanceState(Status.HEALTHY, bool(info["ro"])), None, disconnects)
@@ -203,3 +231,16 @@ def _describe(exc: BaseException) -> str:
     if "box.info" in text and "denied" in text.lower():
         text += " (grant the pool's user execute on box.info, e.g. execute on universe)"
     return f"{type(exc).__name__}: {text}"
+
+
+def _upstreams(info: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """box.info.replication -> {peer uuid: (upstream status, lag)} (only peers with an upstream)."""
+    replication = info.get("replication")
+    entries = replication.values() if isinstance(replication, dict) else replication or []
+    found = {}
+    for entry in entries:
+        upstream = entry.get("upstream") if isinstance(entry, dict) else None
+        if isinstance(upstream, dict) and entry.get("uuid"):
+            lag = upstream.get("lag")
+            found[str(entry["uuid"])] = (str(upstream.get("status")), float(lag) if isinstance(lag, (int, float)) else 0.0)
+    return found

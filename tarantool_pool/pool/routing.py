@@ -1,0 +1,198 @@
+"""Routing one request: pick a unit (waiting for one up to the selection deadline), send, fail over.
+
+Rules (the request path of pool.py's docstring, step 2 and 3 in detail):
+- The fast path is one strategy ``getnext`` and one send: no lock, no retry
+  object, no clock call beyond the deadline's.
+- When no instance fits the mode, the caller waits on the pool's topology
+  condition until one does, up to ``selection_timeout`` (0: fail at once),
+  never past the request's own deadline.
+- A failed attempt is judged by failover.classify: retried on another
+  instance, turned into UnknownOutcomeError, or raised as it is.
+- ``max_lag`` (reads in RO, PREFER_RO, ANY) skips replicas lagging behind the
+  master by more than that many seconds or not following it; PREFER_RO then
+  falls back to the master.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import tenacity
+
+from ..errors import DatabaseError, NetworkError, PoolClosedError, PoolTopologyError, RequestTimeoutError
+from .failover import EventKind, Listeners, Verdict, classify, retrying, unknown_outcome
+from .strategy import Mode, StrategyInterface, role_of
+from .unit import PoolUnit
+
+log = logging.getLogger("tarantool_pool")
+
+_LAG_MODES = frozenset({Mode.RO, Mode.PREFER_RO, Mode.ANY})
+
+
+class RoutingMixin:
+    """Selection with a deadline, failover and per-unit counters for ConnectionPool."""
+
+    pool: dict[str, PoolUnit]
+    strategy: StrategyInterface
+    _topology: threading.Condition
+    _closed: bool
+    request_timeout: float
+    selection_timeout: float
+    max_retries: int
+    read_attempt_timeout: float | None
+    max_lag: float | None
+    slow_request_threshold: float | None
+    listeners: Listeners
+
+    def _route(self, mode: Mode, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], is_read: bool,
+               timeout: float | None = None, selection_timeout: float | None = None,
+               max_lag: float | None = None) -> Any:
+        if self._closed:
+            raise PoolClosedError("the pool is closed")
+        now = time.monotonic()
+        deadline = now + (timeout if timeout is not None else self.request_timeout)
+        wait = self.selection_timeout if selection_timeout is None else selection_timeout
+        lag = (self.max_lag if max_lag is None else max_lag) if mode in _LAG_MODES else None
+        unit = self._select(mode, min(deadline, now + wait), lag, ())
+        try:
+            return self._attempt(unit, method, args, kwargs, deadline, is_read)
+        except DatabaseError as error:
+            if self._closed:  # close() failed it: say so, whatever the request was
+                raise PoolClosedError("the pool is closed") from error
+            verdict = classify(error, is_read)
+            if verdict is Verdict.UNKNOWN_OUTCOME and isinstance(error, NetworkError):
+                raise unknown_outcome(error, unit.name) from error
+            if verdict is not Verdict.RETRY or self.max_retries <= 0 or time.monotonic() >= deadline:
+                raise
+            self._note_retry(unit, error, 1)
+        return self._retry(mode, method, args, kwargs, deadline, wait, lag, is_read, unit)
+
+    def _retry(self, mode: Mode, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], deadline: float,
+               wait: float, lag: float | None, is_read: bool, failed: PoolUnit) -> Any:
+        tried = {failed.name}
+        current = [failed]
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            self._note_retry(current[0], error, state.attempt_number + 1)
+
+        for attempt in retrying(deadline, self.max_retries, is_read, before_sleep):
+            with attempt:
+                if self._closed:
+                    raise PoolClosedError("the pool is closed")
+                unit = self._select(mode, min(deadline, time.monotonic() + wait), lag, tried)
+                current[0] = unit
+                tried.add(unit.name)
+                try:
+                    return self._attempt(unit, method, args, kwargs, deadline, is_read)
+                except NetworkError as error:
+                    if self._closed:
+                        raise PoolClosedError("the pool is closed") from error
+                    if classify(error, is_read) is Verdict.UNKNOWN_OUTCOME:
+                        raise unknown_outcome(error, unit.name) from error
+                    raise
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _note_retry(self, unit: PoolUnit, error: BaseException | None, attempt: int) -> None:
+        unit.retries += 1
+        log.info("%s: retrying (attempt %d) after %s: %s", unit.name, attempt, type(error).__name__, error)
+        self.listeners.emit(EventKind.RETRY, unit.name, attempt=attempt, error=error)
+
+    def _attempt(self, unit: PoolUnit, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 deadline: float, is_read: bool) -> Any:
+        started = time.monotonic()
+        remaining = deadline - started
+        if remaining <= 0:
+            error = RequestTimeoutError(0, f"{unit.name}: the request's deadline passed before it was sent")
+            error.request_sent = False
+            raise error
+        if is_read and self.read_attempt_timeout is not None:
+            remaining = min(remaining, self.read_attempt_timeout)
+        kwargs["timeout"] = remaining
+        unit.requests += 1
+        try:
+            return getattr(unit.conn, method)(*args, **kwargs)
+        except DatabaseError as error:
+            unit.errors += 1
+            if isinstance(error, RequestTimeoutError):
+                unit.timeouts += 1
+            if classify(error, True) is Verdict.RETRY:  # died, froze, or changed role: look again now
+                unit.request_refresh()
+            raise
+        finally:
+            threshold = self.slow_request_threshold
+            if threshold is not None:
+                elapsed = time.monotonic() - started
+                if elapsed >= threshold:
+                    self.listeners.emit(EventKind.SLOW_REQUEST, unit.name, method=method, seconds=elapsed)
+
+    # -- selection ---------------------------------------------------------------------
+
+    def _select(self, mode: Mode, until: float, max_lag: float | None, avoid: Any) -> PoolUnit:
+        try:
+            return self._pick(mode, max_lag, avoid)
+        except PoolTopologyError:
+            if time.monotonic() >= until:
+                raise
+        with self._topology:  # picking under the lock: a state change cannot slip between pick and wait
+            while True:
+                if self._closed:
+                    raise PoolClosedError("the pool is closed")
+                try:
+                    return self._pick(mode, max_lag, avoid)
+                except PoolTopologyError:
+                    remaining = until - time.monotonic()
+                    if remaining <= 0:
+                        raise
+                    self._topology.wait(remaining)
+
+    def _pick(self, mode: Mode, max_lag: float | None, avoid: Any) -> PoolUnit:
+        strategy = self.strategy
+        first: PoolUnit = strategy.getnext(mode)
+        if not avoid and max_lag is None:
+            return first
+        master_uuid = self._master_uuid() if max_lag is not None else None
+        unit = first
+        for _ in range(len(self.pool)):
+            if unit.name not in avoid and (max_lag is None or unit.lag_behind(master_uuid) <= max_lag):
+                return unit
+            unit = strategy.getnext(mode)
+        if max_lag is None:
+            return first  # every candidate failed already: one more try beats giving up early
+        if mode is Mode.PREFER_RO:
+            return self._pick(Mode.RW, None, avoid)
+        lags = ", ".join(f"{u.name} {role_of(u.state)} lag {u.lag_behind(master_uuid):.3g}" for u in self.pool.values())
+        raise PoolTopologyError(0, f"no instance fits mode {mode.name} within max_lag {max_lag} s: {lags}")
+
+    def _master_uuid(self) -> str | None:
+        for unit in self.pool.values():
+            if role_of(unit.state) == "rw":
+                return unit.uuid
+        return None
+
+    # -- observability -------------------------------------------------------------------
+
+    def get_stats(self) -> dict[str, Any]:
+        """Per instance: role, status, in-flight, requests, errors, retries, timeouts, refresh age, rtt, lag."""
+        now = time.monotonic()
+        master_uuid = self._master_uuid()
+        instances = {}
+        for name, unit in self.pool.items():
+            lag = unit.lag_behind(master_uuid) if unit.state.read_only is not None else None
+            instances[name] = {
+                "role": role_of(unit.state),
+                "status": unit.state.status.name,
+                "in_flight": unit.in_flight,
+                "requests": unit.requests,
+                "errors": unit.errors,
+                "retries": unit.retries,
+                "timeouts": unit.timeouts,
+                "last_refresh_age": None if unit.last_refresh is None else now - unit.last_refresh,
+                "rtt": unit.rtt,
+                "lag": lag,
+                "last_error": unit.last_error,
+            }
+        return {"closed": self._closed, "instances": instances}
