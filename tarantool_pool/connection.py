@@ -23,6 +23,19 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from .arguments import (
+    arguments,
+    check_count,
+    index_id,
+    names_used,
+    normalize_iterator,
+    normalize_key,
+    normalize_ops,
+    normalize_tuple,
+    ops_use_names,
+    resolve_ops,
+    space_id,
+)
 from .crud import CrudMixin
 from .errors import (
     ConfigurationError,
@@ -387,13 +400,13 @@ class Connection(CrudMixin):
                timeout: float | None = None) -> Response:
         key_list = normalize_key(key, allow_none=True)
         iterator_code = normalize_iterator(iterator, key_list)
-        _check_count("offset", offset)
-        _check_count("limit", limit)
+        check_count("offset", offset)
+        check_count("limit", limit)
         return self._request_by_name(
             p.SELECT,
-            lambda schema: p.select_body(_space_id(schema, space_name), _index_id(schema, space_name, index),
+            lambda schema: p.select_body(space_id(schema, space_name), index_id(schema, space_name, index),
                                          key_list, offset, limit, iterator_code),
-            _names_used(space_name, index), timeout, on_push, on_push_ctx)
+            names_used(space_name, index), timeout, on_push, on_push_ctx)
 
     def insert(self, space_name: str | int, values: Sequence[Any], *, on_push: PushCallback | None = None,
                on_push_ctx: Any = None, timeout: float | None = None) -> Response:
@@ -407,8 +420,8 @@ class Connection(CrudMixin):
                on_push_ctx: Any, timeout: float | None) -> Response:
         tuple_value = normalize_tuple(values)
         return self._request_by_name(
-            code, lambda schema: p.insert_body(_space_id(schema, space_name), tuple_value),
-            _names_used(space_name), timeout, on_push, on_push_ctx)
+            code, lambda schema: p.insert_body(space_id(schema, space_name), tuple_value),
+            names_used(space_name), timeout, on_push, on_push_ctx)
 
     def update(self, space_name: str | int, key: Any, op_list: Sequence[Any], *, index: str | int = 0,
                on_push: PushCallback | None = None, on_push_ctx: Any = None,
@@ -417,9 +430,9 @@ class Connection(CrudMixin):
         ops = normalize_ops(op_list)
         return self._request_by_name(
             p.UPDATE,
-            lambda schema: p.update_body(_space_id(schema, space_name), _index_id(schema, space_name, index),
-                                         key_list, _resolve_ops(schema, space_name, ops)),
-            _names_used(space_name, index) or _ops_use_names(ops), timeout, on_push, on_push_ctx)
+            lambda schema: p.update_body(space_id(schema, space_name), index_id(schema, space_name, index),
+                                         key_list, resolve_ops(schema, space_name, ops)),
+            names_used(space_name, index) or ops_use_names(ops), timeout, on_push, on_push_ctx)
 
     def upsert(self, space_name: str | int, tuple_value: Sequence[Any], op_list: Sequence[Any], *,
                index: str | int = 0, on_push: PushCallback | None = None, on_push_ctx: Any = None,
@@ -428,9 +441,9 @@ class Connection(CrudMixin):
         ops = normalize_ops(op_list)
         return self._request_by_name(
             p.UPSERT,
-            lambda schema: p.upsert_body(_space_id(schema, space_name), values,
-                                         _resolve_ops(schema, space_name, ops)),
-            _names_used(space_name) or _ops_use_names(ops), timeout, on_push, on_push_ctx)
+            lambda schema: p.upsert_body(space_id(schema, space_name), values,
+                                         resolve_ops(schema, space_name, ops)),
+            names_used(space_name) or ops_use_names(ops), timeout, on_push, on_push_ctx)
 
     def delete(self, space_name: str | int, key: Any, *, index: str | int = 0,
                on_push: PushCallback | None = None, on_push_ctx: Any = None,
@@ -438,9 +451,9 @@ class Connection(CrudMixin):
         key_list = normalize_key(key)
         return self._request_by_name(
             p.DELETE,
-            lambda schema: p.delete_body(_space_id(schema, space_name), _index_id(schema, space_name, index),
+            lambda schema: p.delete_body(space_id(schema, space_name), index_id(schema, space_name, index),
                                          key_list),
-            _names_used(space_name, index), timeout, on_push, on_push_ctx)
+            names_used(space_name, index), timeout, on_push, on_push_ctx)
 
     def call(self, func_name: str, *args: Any, on_push: PushCallback | None = None, on_push_ctx: Any = None,
              timeout: float | None = None) -> Response:
@@ -448,13 +461,13 @@ class Connection(CrudMixin):
         if not isinstance(func_name, str) or not func_name:
             raise ValueError(f"func_name must be a non-empty string, got {func_name!r}")
         code = p.CALL_16 if self.call_16 else p.CALL
-        return self._request(code, p.call_body(func_name, _arguments(args)), timeout, on_push, on_push_ctx)
+        return self._request(code, p.call_body(func_name, arguments(args)), timeout, on_push, on_push_ctx)
 
     def eval(self, expr: str, *args: Any, on_push: PushCallback | None = None, on_push_ctx: Any = None,
              timeout: float | None = None) -> Response:
         if not isinstance(expr, str):
             raise ValueError(f"expr must be a string of Lua code, got {type(expr).__name__}")
-        return self._request(p.EVAL, p.eval_body(expr, _arguments(args)), timeout, on_push, on_push_ctx)
+        return self._request(p.EVAL, p.eval_body(expr, arguments(args)), timeout, on_push, on_push_ctx)
 
     def execute(self, query: str | int, params: Any = None, *, timeout: float | None = None) -> Response:
         """Run SQL: ``params`` is a list (``?`` placeholders) or a dict (``:name`` placeholders)."""
@@ -512,98 +525,6 @@ class Space:
 
     def call(self, func_name: str, *args: Any, **kwargs: Any) -> Response:
         return self.connection.call(func_name, *args, **kwargs)
-
-
-# -- argument normalisation (pure; every error names the bad argument) -----------------
-
-def normalize_key(key: Any, allow_none: bool = False) -> list[Any]:
-    if key is None:
-        if allow_none:
-            return []
-        raise ValueError("key is required (a value or a list of key parts)")
-    if isinstance(key, (list, tuple)):
-        return list(key)
-    if isinstance(key, dict):
-        raise ValueError(f"key must be a value or a list of key parts, got a dict: {key!r:.80}")
-    return [key]
-
-
-def normalize_tuple(values: Any) -> list[Any]:
-    if not isinstance(values, (list, tuple)):
-        raise ValueError(f"a tuple must be a list or tuple of field values, got {type(values).__name__}")
-    return list(values)
-
-
-def normalize_ops(op_list: Any) -> list[list[Any]]:
-    if not isinstance(op_list, (list, tuple)):
-        raise ValueError(f"op_list must be a list of operations, got {type(op_list).__name__}")
-    ops = []
-    for op in op_list:
-        if not isinstance(op, (list, tuple)) or len(op) < 3 or not isinstance(op[0], str):
-            raise ValueError(f"each update operation is (operator, field, value...), got {op!r:.80}")
-        ops.append(list(op))
-    return ops
-
-
-def normalize_iterator(iterator: Any, key: list[Any]) -> int:
-    if iterator is None:
-        return p.ITERATORS["EQ"] if key else p.ITERATORS["ALL"]
-    if isinstance(iterator, str):
-        code = p.ITERATORS.get(iterator.upper())
-        if code is None:
-            raise ValueError(f"unknown iterator {iterator!r}; known: {', '.join(p.ITERATORS)}")
-        return code
-    if isinstance(iterator, int) and not isinstance(iterator, bool) and 0 <= iterator:
-        return iterator
-    raise ValueError(f"iterator must be a name like 'GE' or a non-negative number, got {iterator!r}")
-
-
-def _check_count(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-
-
-def _arguments(args: tuple[Any, ...]) -> list[Any]:
-    if len(args) == 1 and isinstance(args[0], (list, tuple)):
-        return list(args[0])
-    return list(args)
-
-
-def _names_used(space: Any, index: Any = 0) -> bool:
-    return isinstance(space, str) or isinstance(index, str)
-
-
-def _ops_use_names(ops: list[list[Any]]) -> bool:
-    return any(isinstance(op[1], str) for op in ops)
-
-
-def _space_id(schema: Schema | None, space: str | int) -> int:
-    if isinstance(space, int) and not isinstance(space, bool):
-        return space
-    if schema is None or not isinstance(space, str):
-        raise ValueError(f"space must be a name or a number, got {space!r}")
-    return schema.space_id(space)
-
-
-def _index_id(schema: Schema | None, space: str | int, index: str | int) -> int:
-    if isinstance(index, int) and not isinstance(index, bool):
-        return index
-    if schema is None or not isinstance(index, str):
-        raise ValueError(f"index must be a name or a number, got {index!r}")
-    return schema.index_id(space, index)
-
-
-def _resolve_ops(schema: Schema | None, space: str | int, ops: list[list[Any]]) -> list[list[Any]]:
-    """Field names become 0-based numbers; JSON paths ('a.b', '[1]') go to the server as they are."""
-    if schema is None:
-        return ops
-    resolved = []
-    for op in ops:
-        field = op[1]
-        if isinstance(field, str) and not any(ch in field for ch in ".[]"):
-            op = [op[0], schema.field_number(space, field), *op[2:]]
-        resolved.append(op)
-    return resolved
 
 
 def _remaining(deadline: float, what: str) -> float:

@@ -77,7 +77,7 @@ def retrying(deadline: float, max_attempts: int, is_read: bool,
 
     def wait(state: tenacity.RetryCallState) -> float:
         backoff = min(BACKOFF_FIRST * 2 ** (state.attempt_number - 1), BACKOFF_MAX) + random.uniform(0, BACKOFF_JITTER)
-        return max(min(backoff, deadline - time.monotonic()), 0.0)
+        return float(max(min(backoff, deadline - time.monotonic()), 0.0))
 
     return tenacity.Retrying(
         stop=out_of_time,
