@@ -42,6 +42,15 @@ $(VENV)/.installed: setup.cfg setup.py
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
+# Benchmark against tarantool-python and asynctnt (bench/README.md): its own venv
+# bench/.venv; `bench` writes bench/RESULTS.md + chart, `bench-quick` bench/quick/.
+.PHONY: bench bench-quick
+bench: system-deps
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+bench-quick: system-deps
+	$(PYTHON) bench/run.py --quick $(BENCH_ARGS)
+
 cluster-up: deps
 	$(CLUSTER) up --fixed-ports
 
