@@ -14,6 +14,7 @@ from .pool import (
     ConnectionPool,
     EventKind,
     InstanceState,
+    LeastLoadedStrategy,
     Mode,
     PoolEvent,
     PoolTask,
@@ -28,7 +29,7 @@ from .response import Response
 __version__ = "0.1.0"
 
 __all__ = [
-    "Connection", "ConnectionPool", "CrudError", "EventKind", "PoolEvent", "CrudResult", "ErrorInfo", "InstanceState", "Interval", "Mode",
+    "Connection", "ConnectionPool", "CrudError", "EventKind", "PoolEvent", "CrudResult", "ErrorInfo", "InstanceState", "Interval", "LeastLoadedStrategy", "Mode",
     "PoolTask", "PoolUnit", "Response", "RoundRobinStrategy", "Space", "Status", "StrategyInterface",
     "queue_factory", *(name for name in _error_names if name != "Warning"),  # do not shadow the builtin
 ]

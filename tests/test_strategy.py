@@ -154,3 +154,37 @@ def test_misspelled_topology_error_is_the_same_class() -> None:
     strategy = RoundRobinStrategy(units(a=DOWN))
     with pytest.raises(errors.PoolTolopogyError):
         strategy.getnext(Mode.RW)
+
+
+# -- LeastLoadedStrategy ----------------------------------------------------------------
+
+class _LoadedUnit:
+    def __init__(self, name: str, read_only: bool, in_flight: int = 0, rtt: float | None = None) -> None:
+        self.name = name
+        self.state = InstanceState(Status.HEALTHY, read_only)
+        self.in_flight = in_flight
+        self.rtt = rtt
+
+
+def test_least_loaded_prefers_the_replica_with_fewer_requests_in_flight() -> None:
+    from tarantool_pool.pool.strategy import LeastLoadedStrategy
+    busy, idle = _LoadedUnit("busy", True, in_flight=50), _LoadedUnit("idle", True, in_flight=0)
+    strategy = LeastLoadedStrategy([_LoadedUnit("master", False), busy, idle])
+    picks = {strategy.getnext(Mode.RO).name for _ in range(50)}
+    assert picks == {"idle"}  # of two replicas both are always sampled: the idle one wins every time
+
+
+def test_least_loaded_skips_an_instance_far_slower_than_the_fastest() -> None:
+    from tarantool_pool.pool.strategy import LeastLoadedStrategy
+    slow = _LoadedUnit("slow", True, in_flight=0, rtt=0.5)
+    fast = _LoadedUnit("fast", True, in_flight=10, rtt=0.001)
+    strategy = LeastLoadedStrategy([slow, fast])
+    assert {strategy.getnext(Mode.RO).name for _ in range(30)} == {"fast"}
+
+
+def test_least_loaded_keeps_the_modes_fallback_and_topology_error() -> None:
+    from tarantool_pool.pool.strategy import LeastLoadedStrategy
+    strategy = LeastLoadedStrategy([_LoadedUnit("master", False)])
+    assert strategy.getnext(Mode.PREFER_RO).name == "master"
+    with pytest.raises(PoolTopologyError, match="mode RO"):
+        strategy.getnext(Mode.RO)

@@ -2,8 +2,8 @@
 
 from .failover import EventKind, PoolEvent
 from .pool import ConnectionPool
-from .strategy import InstanceState, Mode, RoundRobinStrategy, Status, StrategyInterface
+from .strategy import InstanceState, LeastLoadedStrategy, Mode, RoundRobinStrategy, Status, StrategyInterface
 from .unit import PoolTask, PoolUnit, queue_factory
 
-__all__ = ["ConnectionPool", "EventKind", "PoolEvent", "InstanceState", "Mode", "PoolTask", "PoolUnit", "RoundRobinStrategy", "Status",
+__all__ = ["ConnectionPool", "EventKind", "PoolEvent", "InstanceState", "LeastLoadedStrategy", "Mode", "PoolTask", "PoolUnit", "RoundRobinStrategy", "Status",
            "StrategyInterface", "queue_factory"]

@@ -122,9 +122,39 @@ class RoundRobinStrategy(StrategyInterface):
         for role in MODE_ROLES[mode]:
             candidates = snapshot.by_role[role]
             if candidates:
-                return candidates[next(self._counters[mode]) % len(candidates)]
+                return self._choose(mode, candidates)
         raise PoolTopologyError(0, f"no instance fits mode {mode.name}: {snapshot.description}")
+
+    def _choose(self, mode: Mode, candidates: tuple[Any, ...]) -> Any:
+        return candidates[next(self._counters[mode]) % len(candidates)]
 
     def has(self, mode: Mode) -> bool:
         """Whether some instance fits ``mode`` now (no round-robin step taken)."""
         return any(self.snapshot.by_role[role] for role in MODE_ROLES[mode])
+
+
+class LeastLoadedStrategy(RoundRobinStrategy):
+    """Latency-aware: of two candidates of the role picked at random, the one with fewer
+    requests in flight ("power of two choices"); candidates whose refresh round trip is far
+    above the fastest's (``rtt_factor`` times, plus ``rtt_slack`` seconds) are skipped.
+
+    Reads ``unit.in_flight`` and ``unit.rtt`` (None when unknown); opt-in with
+    ``ConnectionPool(..., strategy_class=LeastLoadedStrategy)``.
+    """
+
+    rtt_factor = 3.0
+    rtt_slack = 0.002  # loopback round trips jitter by a millisecond; don't flap on that
+
+    def _choose(self, mode: Mode, candidates: tuple[Any, ...]) -> Any:
+        if len(candidates) == 1:
+            return candidates[0]
+        rtts = [getattr(unit, "rtt", None) for unit in candidates]
+        known = [rtt for rtt in rtts if rtt is not None]
+        if known:
+            limit = min(known) * self.rtt_factor + self.rtt_slack
+            fast = tuple(unit for unit, rtt in zip(candidates, rtts) if rtt is None or rtt <= limit)
+            candidates = fast or candidates
+            if len(candidates) == 1:
+                return candidates[0]
+        first, second = random.sample(candidates, 2)
+        return first if getattr(first, "in_flight", 0) <= getattr(second, "in_flight", 0) else second
