@@ -17,7 +17,8 @@ The request path (the threading model, stated once):
 5. A failed attempt is retried on another instance when that is safe
    (failover.py); a write whose outcome is unknown is never retried.
 6. Each unit's worker thread refreshes box.info every ``refresh_delay``
-   (sooner when a request hits a network error or a read-only refusal) and
+   (sooner when a request hits a network error, and every unit at once on a
+   read-only refusal: the master moved, maybe to any of them) and
    reports state changes here, which rebuilds the snapshot, wakes waiting
    callers and emits events to listeners.
 

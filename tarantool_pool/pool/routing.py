@@ -7,7 +7,9 @@ Rules (the request path of pool.py's docstring, step 2 and 3 in detail):
   condition until one does, up to ``selection_timeout`` (0: fail at once),
   never past the request's own deadline.
 - A failed attempt is judged by failover.classify: retried on another
-  instance, turned into UnknownOutcomeError, or raised as it is.
+  instance, turned into UnknownOutcomeError, or raised as it is.  A network
+  error or timeout refreshes the unit at once; a read-only refusal refreshes
+  every unit, since the new master may be any of them.
 - ``max_lag`` (reads in RO, PREFER_RO, ANY) skips replicas lagging behind the
   master by more than that many seconds or not following it; PREFER_RO then
   falls back to the master.
@@ -22,7 +24,8 @@ from typing import Any
 
 import tenacity
 
-from ..errors import DatabaseError, NetworkError, PoolClosedError, PoolTopologyError, RequestTimeoutError
+from ..errors import (DatabaseError, NetworkError, PoolClosedError, PoolTopologyError, ReadOnlyError,
+                      RequestTimeoutError)
 from .failover import EventKind, Listeners, Verdict, classify, retrying, unknown_outcome
 from .strategy import Mode, StrategyInterface, role_of
 from .unit import PoolUnit
@@ -119,7 +122,10 @@ class RoutingMixin:
             unit.errors += 1
             if isinstance(error, RequestTimeoutError):
                 unit.timeouts += 1
-            if classify(error, True) is Verdict.RETRY:  # died, froze, or changed role: look again now
+            if isinstance(error, ReadOnlyError):  # the master moved: look at every unit to find where to
+                for known in self.pool.values():
+                    known.request_refresh()
+            elif classify(error, True) is Verdict.RETRY:  # died, froze or still loading: look again now
                 unit.request_refresh()
             raise
         finally:
