@@ -123,6 +123,7 @@ class RoutingMixin:
             if isinstance(error, RequestTimeoutError):
                 unit.timeouts += 1
             if isinstance(error, ReadOnlyError):  # the master moved: look at every unit to find where to
+                unit.note_read_only()  # the server said so: no retry may come back here meanwhile
                 for known in self.pool.values():
                     known.request_refresh()
             elif classify(error, True) is Verdict.RETRY:  # died, froze or still loading: look again now

@@ -129,6 +129,12 @@ class PoolUnit:
         following = [lag for status, lag in self.upstreams.values() if status == "follow"]
         return max(following) if following else float("inf")
 
+    def note_read_only(self) -> None:
+        """The server refused a write as read-only: stop routing writes here now, before the refresh confirms."""
+        if self.state.read_only is False:
+            self._set_state(InstanceState(self.state.status, True), None)
+        self.request_refresh()
+
     def stop(self) -> None:
         """Ask the worker to exit and close the connection (in-flight requests fail at once)."""
         self.request_processing_enabled = False
