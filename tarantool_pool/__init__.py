@@ -25,11 +25,14 @@ from .pool import (
     queue_factory,
 )
 from .response import Response
+from .helpers import ModeBoundPool, PoolSession, initialize, instance, shutdown, with_pool
+from .uri import parse_uri, pool_from_env
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Connection", "ConnectionPool", "CrudError", "EventKind", "PoolEvent", "CrudResult", "ErrorInfo", "InstanceState", "Interval", "LeastLoadedStrategy", "Mode",
     "PoolTask", "PoolUnit", "Response", "RoundRobinStrategy", "Space", "Status", "StrategyInterface",
-    "queue_factory", *(name for name in _error_names if name != "Warning"),  # do not shadow the builtin
+    "queue_factory", "ModeBoundPool", "PoolSession", "initialize", "instance", "shutdown", "with_pool",
+    "parse_uri", "pool_from_env", *(name for name in _error_names if name != "Warning"),  # do not shadow the builtin
 ]

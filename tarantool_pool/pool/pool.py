@@ -33,17 +33,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..connection import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Connection, PushCallback
 from ..crud import CrudMixin
 from ..errors import ConfigurationError, PoolClosedError, PoolTopologyError
 from ..response import Response
+from ..uri import resolve_addrs
 from .config import check_mode, check_seconds, validate_addrs
 from .failover import EventKind, Listener, Listeners
 from .routing import RoutingMixin
 from .strategy import InstanceState, Mode, RoundRobinStrategy, StrategyInterface, role_of
 from .unit import PoolUnit
+
+if TYPE_CHECKING:
+    from ..helpers import PoolSession
 
 log = logging.getLogger("tarantool_pool")
 
@@ -67,7 +71,7 @@ class ConnectionPool(RoutingMixin, CrudMixin):
     ``slow_request_threshold`` (seconds; emits SLOW_REQUEST events).
     """
 
-    def __init__(self, addrs: Sequence[dict[str, Any]], user: str | None = None, password: str | None = None,
+    def __init__(self, addrs: Sequence[dict[str, Any] | str], user: str | None = None, password: str | None = None,
                  socket_timeout: float | None = None, reconnect_max_attempts: int = 0, reconnect_delay: float = 0,
                  connect_now: bool = True, encoding: str | None = "utf-8", call_16: bool = False,
                  connection_timeout: float | None = None, strategy_class: type[StrategyInterface] = RoundRobinStrategy,
@@ -75,6 +79,7 @@ class ConnectionPool(RoutingMixin, CrudMixin):
                  refresh_timeout: float | None = None, selection_timeout: float = DEFAULT_SELECTION_TIMEOUT,
                  max_retries: int = DEFAULT_MAX_RETRIES, read_attempt_timeout: float | None = None,
                  max_lag: float | None = None, slow_request_threshold: float | None = None) -> None:
+        addrs, user, password = resolve_addrs(addrs, user, password)  # URI strings -> dicts (uri.py)
         validated = validate_addrs(addrs)
         check_seconds("refresh_delay", refresh_delay, allow_none=False)
         check_seconds("refresh_timeout", refresh_timeout)
@@ -191,6 +196,17 @@ class ConnectionPool(RoutingMixin, CrudMixin):
                     raise PoolTopologyError(0, f"no instance fits mode {mode.name} after {timeout} s: "
                                                f"{self.describe()}")
                 self._topology.wait(remaining)
+
+    def session(self, mode: Mode = Mode.RW, selection_timeout: float | None = None) -> PoolSession:
+        """A context manager pinned to one instance that fits ``mode``, chosen on entry.
+
+        ``with pool.session(mode=Mode.RW) as s: s.insert(...); s.select(...)``: every call goes
+        to that instance, never retried elsewhere; when it goes down or stops fitting ``mode``,
+        calls raise (helpers.PoolSession).
+        """
+        from ..helpers import PoolSession
+
+        return PoolSession(self, check_mode(mode), selection_timeout)
 
     def _fits(self, mode: Mode) -> bool:
         has = getattr(self.strategy, "has", None)
