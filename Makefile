@@ -58,7 +58,7 @@ cluster-down:
 	$(CLUSTER) down --all
 
 lint: deps
-	$(PY) -m pip install -q mypy ruff
+	$(PY) -m pip install -q mypy==2.4.1 ruff==0.17.6
 	$(PY) -m mypy tarantool_pool
 	$(PY) -m ruff check tarantool_pool
 

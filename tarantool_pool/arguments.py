@@ -11,6 +11,7 @@ from typing import Any
 from . import protocol as p
 from .schema import Schema
 
+
 def normalize_key(key: Any, allow_none: bool = False) -> list[Any]:
     if key is None:
         if allow_none:

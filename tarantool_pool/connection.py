@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from . import protocol as p
 from .arguments import (
     arguments,
     check_count,
@@ -47,7 +48,6 @@ from .errors import (
     WrongSchemaVersionError,
 )
 from .msgpack_ext import decode_error_stack
-from . import protocol as p
 from .protocol import Decoder, Encoder, Frame
 from .response import Response
 from .schema import VINDEX_ID, VSPACE_ID, Schema
@@ -210,7 +210,7 @@ class Connection(CrudMixin):
         try:
             return self._reconnect(deadline)
         except NetworkError as exc:
-            raise _not_sent(exc)
+            raise _not_sent(exc) from exc
 
     def _reconnect(self, deadline: float) -> Link:
         attempt = 0
@@ -343,7 +343,7 @@ class Connection(CrudMixin):
                     self._reload_schema(link, deadline, schema)  # the name may be new: look once more
                     continue
             except NetworkError as exc:  # failed while loading the schema: the request itself never left
-                raise _not_sent(exc)
+                raise _not_sent(exc) from exc
             try:
                 return Response(self._roundtrip(link, code, body, deadline, schema.version, on_push, on_push_ctx))
             except WrongSchemaVersionError:

@@ -184,5 +184,6 @@ class CrudMixin:
         args = (space_name,) if space_name is not None else ()
         return self._crud(lambda data: CrudResult(data[0] or {}), "stats", kwargs, *args)
 
-    def crud_unflatten_rows(self, rows: list[Any], metadata: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
+    def crud_unflatten_rows(self, rows: list[Any], metadata: list[dict[str, Any]],
+                            **kwargs: Any) -> list[dict[str, Any]]:
         return self._crud(_plain, "unflatten_rows", kwargs, rows, metadata)

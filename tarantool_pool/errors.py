@@ -297,6 +297,7 @@ __all__ = [
     "PoolTolopogyWarning", "PoolTopologyError", "PoolTopologyWarning", "ProcLuaError", "ProgrammingError",
     "ProtocolError", "ReadOnlyError", "RequestTimeoutError", "SchemaError", "SchemaReloadException",
     "ServerTimeoutError", "SqlBindNotFoundError", "SqlError", "SqlParserError", "SqlSyntaxError", "SslError",
-    "SyncQuorumTimeoutError", "SyncRollbackError", "UnknownOutcomeError", "UnknownOutcomeTimeoutError", "UnknownRequestTypeError", "Warning",
+    "SyncQuorumTimeoutError", "SyncRollbackError", "UnknownOutcomeError", "UnknownOutcomeTimeoutError",
+    "UnknownRequestTypeError", "Warning",
     "WrongSchemaVersionError",
 ]

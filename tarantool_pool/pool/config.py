@@ -36,7 +36,8 @@ def check_mode(mode: Any) -> Mode:
 def validate_addrs(addrs: Any) -> list[dict[str, Any]]:
     """Check the ``addrs`` list; errors name the entry and the field."""
     if not isinstance(addrs, (list, tuple)) or not addrs:
-        raise ConfigurationError(f"addrs must be a non-empty list of {{'host': ..., 'port': ...}} dicts, got {addrs!r:.80}")
+        raise ConfigurationError("addrs must be a non-empty list of {'host': ..., 'port': ...} dicts, "
+                                 f"got {addrs!r:.80}")
     seen: set[str] = set()
     result = []
     for number, addr in enumerate(addrs):
@@ -52,7 +53,8 @@ def validate_addrs(addrs: Any) -> list[dict[str, Any]]:
                 raise ConfigurationError(f"{where} is missing {key!r}")
         host, port = addr["host"], addr["port"]
         if host is not None and (not isinstance(host, str) or not host):
-            raise ConfigurationError(f"{where}: host must be a non-empty string (or None for a unix socket), got {host!r}")
+            raise ConfigurationError(f"{where}: host must be a non-empty string (or None for a unix socket), "
+                                     f"got {host!r}")
         if host not in (None, "unix/"):
             if isinstance(port, str) and port.isdigit():
                 port = int(port)

@@ -24,8 +24,7 @@ from typing import Any
 
 import tenacity
 
-from ..errors import (DatabaseError, NetworkError, PoolClosedError, PoolTopologyError, ReadOnlyError,
-                      RequestTimeoutError)
+from ..errors import DatabaseError, NetworkError, PoolClosedError, PoolTopologyError, ReadOnlyError, RequestTimeoutError
 from .failover import EventKind, Listeners, Verdict, classify, retrying, unknown_outcome
 from .strategy import Mode, StrategyInterface, role_of
 from .unit import PoolUnit

@@ -248,5 +248,6 @@ def _upstreams(info: dict[str, Any]) -> dict[str, tuple[str, float]]:
         upstream = entry.get("upstream") if isinstance(entry, dict) else None
         if isinstance(upstream, dict) and entry.get("uuid"):
             lag = upstream.get("lag")
-            found[str(entry["uuid"])] = (str(upstream.get("status")), float(lag) if isinstance(lag, (int, float)) else 0.0)
+            lag_seconds = float(lag) if isinstance(lag, (int, float)) else 0.0
+            found[str(entry["uuid"])] = (str(upstream.get("status")), lag_seconds)
     return found
