@@ -21,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import protocol as p
 from .arguments import (
@@ -51,6 +51,7 @@ from .msgpack_ext import decode_error_stack
 from .protocol import Decoder, Encoder, Frame
 from .response import Response
 from .schema import VINDEX_ID, VSPACE_ID, Schema
+from .streaming import iterate_select
 from .transport import Link, ReplySlot, TlsOptions, open_socket, read_greeting
 
 log = logging.getLogger("tarantool_pool")
@@ -152,6 +153,8 @@ class Connection(CrudMixin):
             if self._closed:  # close() ran meanwhile; it closed the old link or this one
                 link.close()
                 raise ConnectionClosedError(0, f"{self.name}: the connection was closed while connecting")
+            if not link.alive:  # lost before it was published, so on_disconnect was not told: say it here
+                raise link.lost_error()
             self._ever_connected = True
         finally:
             self._connect_lock.release()
@@ -407,6 +410,12 @@ class Connection(CrudMixin):
             lambda schema: p.select_body(space_id(schema, space_name), index_id(schema, space_name, index),
                                          key_list, offset, limit, iterator_code),
             names_used(space_name, index), timeout, on_push, on_push_ctx)
+
+    def iterate(self, space_name: str | int, key: Any = None, *, index: str | int = 0, iterator: str = "GE",
+                batch_size: int = 1000, timeout: float | None = None) -> Iterator[Any]:
+        """Yield the tuples of a select page by page (key-based paging, see streaming.py)."""
+        return iterate_select(lambda *args, **kwargs: self.select(*args, timeout=timeout, **kwargs), space_name,
+                              key, index=index, iterator=iterator, batch_size=batch_size)
 
     def insert(self, space_name: str | int, values: Sequence[Any], *, on_push: PushCallback | None = None,
                on_push_ctx: Any = None, timeout: float | None = None) -> Response:

@@ -5,6 +5,9 @@ framed bytes; ``Decoder.feed(data)`` takes whatever the network delivered and
 ``Decoder.next_frame()`` returns one complete :class:`Frame` at a time, or
 ``NEED_DATA`` (h11's shape).  Every malformed input becomes ``ProtocolError``
 and leaves the decoder dead: a peer that sent garbage gets no second chance.
+A frame is decoded only once all the bytes its size prefix declares are
+buffered, and never past them, so that size (at most ``max_frame_size``)
+bounds what one frame can cost.
 
 Reference: shared/reference/iproto.md (verified against Tarantool 2.6.0).
 """
@@ -17,7 +20,7 @@ import re
 import struct
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final, NamedTuple, Sequence
+from typing import Any, Final, NamedTuple, NoReturn, Sequence
 
 import msgpack
 
@@ -99,6 +102,8 @@ GREETING_SIZE: Final = 128
 DEFAULT_MAX_FRAME_SIZE: Final = 256 * 1024 * 1024
 
 NEED_DATA: Final = None  # next_frame() result when a whole frame is not buffered yet
+_MAX_SIZE_PREFIX: Final = 9  # the longest msgpack unsigned integer (0xcf + 8 bytes)
+_SMALL_FRAME: Final = 4096  # bytes; a frame up to this size is decoded in the stream, see Decoder
 
 
 # -- greeting and authentication -------------------------------------------------
@@ -283,21 +288,29 @@ class Decoder:
     def __init__(self, encoding: str | None = "utf-8", max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
                  use_list: bool = True) -> None:
         self._max_frame_size = max_frame_size
-        self._unpacker = msgpack.Unpacker(
-            raw=encoding is None,
-            use_list=use_list,
+        self._options: dict[str, Any] = {
+            "raw": encoding is None,
+            "use_list": use_list,
             # Lua strings are bytes: one that is not UTF-8 must not kill a link shared by every caller.
             # Decoded losslessly (recover with s.encode("utf-8", "surrogateescape")), like os.fsdecode.
-            unicode_errors="surrogateescape",
-            strict_map_key=False,
-            ext_hook=unpack_ext,
+            "unicode_errors": "surrogateescape",
+            "strict_map_key": False,
+            "ext_hook": unpack_ext,
+        }
+        # The stream unpacker holds the received bytes and decodes size prefixes, headers and the
+        # bodies of small frames, so no length it accepts may be longer than a small frame (older
+        # msgpack versions allocate a declared array length at once).  A larger body is decoded on its own
+        # bytes: then every length it declares is bounded by its own size.
+        self._unpacker = msgpack.Unpacker(
             max_buffer_size=max_frame_size + 1024 * 1024,
+            max_str_len=_SMALL_FRAME, max_bin_len=_SMALL_FRAME, max_ext_len=_SMALL_FRAME,
+            max_array_len=_SMALL_FRAME, max_map_len=_SMALL_FRAME,
+            **self._options,
         )
-        self._frame_end: int | None = None  # absolute stream offset where the current frame ends
-        self._header: dict[Any, Any] | None = None
-        # Stream offset where the header ended.  Kept because Unpacker.tell() counts the bytes of a
-        # half-read object after OutOfData, so it cannot say later whether a body was started.
-        self._header_end = 0
+        self._unpack_body = partial(msgpack.unpackb, **self._options)
+        self._fed = 0  # bytes fed so far: a stream offset, like Unpacker.tell()
+        self._frame_start = 0  # stream offset where the current frame's size prefix starts
+        self._frame_end: int | None = None  # stream offset where the current frame ends
         self._failed: ProtocolError | None = None
 
     def feed(self, data: bytes) -> None:
@@ -308,6 +321,7 @@ class Decoder:
             self._unpacker.feed(data)
         except msgpack.BufferFull as exc:
             self._fail(f"more than {self._max_frame_size} bytes buffered without a complete frame", exc)
+        self._fed += len(data)
 
     def next_frame(self) -> Frame | None:
         """The next complete frame, or NEED_DATA (None)."""
@@ -317,49 +331,86 @@ class Decoder:
             return self._next_frame()
         except ProtocolError:
             raise
-        except msgpack.OutOfData:
-            return NEED_DATA
         except Exception as exc:  # any decode failure of untrusted bytes is a protocol error
             self._fail(f"malformed response: {type(exc).__name__}: {exc}", exc)
-            raise AssertionError("unreachable")  # pragma: no cover
 
     def _next_frame(self) -> Frame | None:
         unpacker = self._unpacker
-        if self._frame_end is None:
-            size = unpacker.unpack()
-            if type(size) is not int or size <= 0:
-                self._fail(f"bad frame size {size!r:.40}")
+        frame_end = self._frame_end
+        if frame_end is None:
+            try:
+                size = unpacker.unpack()
+            except msgpack.OutOfData:
+                if self._fed - self._frame_start < _MAX_SIZE_PREFIX:
+                    return NEED_DATA
+                size = None  # that many bytes and still no whole object: not an integer
+            except Exception:  # noqa: BLE001 - whatever it is, it is not a size
+                size = None
+            if type(size) is not int:
+                self._fail("bad frame size: the size prefix is not a msgpack unsigned integer")
+            if size <= 0:
+                self._fail(f"bad frame size {size}")
             if size > self._max_frame_size:
                 self._fail(f"frame of {size} bytes exceeds the {self._max_frame_size}-byte limit")
-            self._frame_end = unpacker.tell() + size
-        if self._header is None:
-            header = unpacker.unpack()
-            if type(header) is not dict or type(header.get(KEY_CODE)) is not int:
-                self._fail(f"frame header is not a map with a status: {header!r:.80}")
-            self._header = header
-            self._check_within_frame()
-            self._header_end = unpacker.tell()
+            frame_end = self._frame_end = unpacker.tell() + size
+        if self._fed < frame_end:
+            # Nothing of a frame is decoded before all of it is here, so its declared size bounds
+            # what it can cost: content that runs past the size is an error, not a wait for more.
+            return NEED_DATA
+        header = self._unpack_within(frame_end)
+        if type(header) is not dict or type(header.get(KEY_CODE)) is not int:
+            self._fail(f"frame header is not a map with a status: {header!r:.80}")
         body: Any = {}
-        if self._header_end < self._frame_end:
-            body = unpacker.unpack()
-            self._check_within_frame()
+        header_end = unpacker.tell()
+        if header_end < frame_end:
+            if frame_end - self._frame_start <= _SMALL_FRAME:
+                body = self._unpack_within(frame_end)
+                if unpacker.tell() != frame_end:
+                    self._fail("frame has bytes after its body")
+            else:
+                body = self._decode_body(unpacker.read_bytes(frame_end - header_end))
             if type(body) is not dict:
                 self._fail(f"frame body is not a map: {body!r:.80}")
-            if unpacker.tell() != self._frame_end:
-                self._fail("frame has bytes after its body")
-        header = self._header
-        self._header = None
         self._frame_end = None
+        self._frame_start = frame_end
         sync = header.get(KEY_SYNC, 0)
         schema_version = header.get(KEY_SCHEMA_VERSION, 0)
         if type(sync) is not int or type(schema_version) is not int:
             self._fail("frame header has a non-integer sync or schema version")
         return Frame(sync, header[KEY_CODE], schema_version, body)
 
-    def _check_within_frame(self) -> None:
-        if self._unpacker.tell() > self._frame_end:
+    def _unpack_within(self, frame_end: int) -> Any:
+        """The next object from the stream, which must end inside the (whole, buffered) frame."""
+        try:
+            value = self._unpacker.unpack()
+        except msgpack.OutOfData:
             self._fail("frame content runs past its declared size")
+        if self._unpacker.tell() > frame_end:
+            self._fail("frame content runs past its declared size")
+        return value
 
-    def _fail(self, message: str, cause: BaseException | None = None) -> None:
+    def _decode_body(self, data: bytes) -> Any:
+        try:
+            return self._unpack_body(data)
+        except msgpack.ExtraData as exc:
+            self._fail("frame has bytes after its body", exc)
+        except Exception as exc:
+            if self._cut_short(data):
+                self._fail("frame content runs past its declared size", exc)
+            raise
+
+    def _cut_short(self, data: bytes) -> bool:
+        """Slow path, for a body that failed to decode: does it claim more bytes than it has?"""
+        probe = msgpack.Unpacker(max_buffer_size=len(data), **self._options)
+        probe.feed(data)
+        try:
+            probe.unpack()
+        except msgpack.OutOfData:
+            return True
+        except Exception:  # noqa: BLE001 - malformed otherwise: the caller re-raises the first error
+            return False
+        return False
+
+    def _fail(self, message: str, cause: BaseException | None = None) -> NoReturn:
         self._failed = ProtocolError(0, message)
         raise self._failed from cause

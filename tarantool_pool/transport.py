@@ -23,7 +23,7 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any, Callable
 
@@ -43,7 +43,7 @@ class TlsOptions:
     cert_file: str | None = None
     ca_file: str | None = None
     ciphers: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # the key's pass phrase: never shown
     password_file: str | None = None
 
     def context(self) -> ssl.SSLContext:
@@ -146,7 +146,10 @@ def read_greeting(sock: socket.socket, timeout: float, where: str) -> Greeting:
         raise
     except BaseException as exc:
         raise translate_socket_error(exc, f"{where}: reading the greeting") from exc
-    return parse_greeting(data)
+    try:
+        return parse_greeting(data)
+    except ProtocolError as exc:  # say which server it was: a pool has several
+        raise ProtocolError(exc.code, f"{where}: {exc.message}") from exc
 
 
 class ReplySlot:
@@ -314,7 +317,10 @@ class Link:
                         log.debug("%s: dropped a late or unknown reply, sync %d", self.name, frame.sync)
         except BaseException as exc:
             if self.alive:
-                self.lose(exc if isinstance(exc, ProtocolError) else translate_socket_error(exc, f"read from {self.name}"))
+                if isinstance(exc, ProtocolError):  # the decoder's words, with the server they are about
+                    self.lose(ProtocolError(exc.code, f"read from {self.name}: {exc.message}"))
+                else:
+                    self.lose(translate_socket_error(exc, f"read from {self.name}"))
 
     def _recv(self, sock: socket.socket) -> bytes:
         if self._tls_lock is None:

@@ -271,7 +271,7 @@ def test_get_stats_reports_role_status_counters_refresh_age_rtt_and_lag_per_inst
     for name, role in roles.items():
         s = stats_of(pool, c, name)
         assert s["role"] == role and s["status"] == "HEALTHY", s
-        assert s["in_flight"] == 0, s
+        assert s["in_flight"] <= 1, s  # no user request is left in flight; a box.info refresh may be
         assert s["retries"] == 0, s
         assert 0 <= s["last_refresh_age"] < refresh_delay + pool.refresh_timeout, s
         assert 0 < s["rtt"] < 0.5, s
