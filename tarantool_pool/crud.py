@@ -10,7 +10,7 @@ decided by a small table of result kinds, following crud's wire contract:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from .errors import (
     AccessDeniedError,
@@ -19,6 +19,7 @@ from .errors import (
     DatabaseError,
     NoSuchProcedureError,
 )
+from .streaming import iterate_crud
 
 _GRANTS_HINT = ". Ensure that you're calling crud.router and user has sufficient grants"
 
@@ -157,6 +158,11 @@ class CrudMixin:
     def crud_select(self, space_name: str, conditions: Any = None, opts: dict[str, Any] | None = None,
                     **kwargs: Any) -> CrudResult:
         return self._crud(_single, "select", kwargs, space_name, conditions or [], opts or {})
+
+    def crud_iterate(self, space_name: str, conditions: Any = None, *, batch_size: int = 1000,
+                     opts: dict[str, Any] | None = None, **kwargs: Any) -> Iterator[Any]:
+        """Yield the rows of a crud select page by page (``first``/``after`` paging, see streaming.py)."""
+        return iterate_crud(self.crud_select, space_name, conditions, batch_size=batch_size, opts=opts, kwargs=kwargs)
 
     def crud_min(self, space_name: str, index_name: Any = None, opts: dict[str, Any] | None = None,
                  **kwargs: Any) -> CrudResult:

@@ -782,9 +782,10 @@ ALL_CALLS: dict[str, Callable[[Any], Any]] = {
 
 
 def test_all_calls_cover_every_crud_method_of_the_client() -> None:
-    methods = {name[len("crud_"):] for name in dir(Connection) if name.startswith("crud_")}
+    client_side = {"iterate"}  # crud_iterate pages over crud.select: tests/test_streaming.py
+    methods = {name[len("crud_"):] for name in dir(Connection) if name.startswith("crud_")} - client_side
     assert methods == set(ALL_CALLS)
-    assert methods == {name[len("crud_"):] for name in dir(ConnectionPool) if name.startswith("crud_")}
+    assert methods == {name[len("crud_"):] for name in dir(ConnectionPool) if name.startswith("crud_")} - client_side
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..connection import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Connection, PushCallback
 from ..crud import CrudMixin
 from ..errors import ConfigurationError, PoolClosedError, PoolTopologyError
 from ..response import Response
+from ..streaming import iterate_select
 from ..uri import resolve_addrs
 from .config import check_mode, check_seconds, validate_addrs
 from .failover import EventKind, Listener, Listeners
@@ -337,6 +338,15 @@ class ConnectionPool(RoutingMixin, CrudMixin):
                   "on_push_ctx": on_push_ctx}
         return self._route(check_mode(mode), "select", (space_name, key), kwargs, True,  # type: ignore[no-any-return]
                            timeout, selection_timeout, max_lag)
+
+    def iterate(self, space_name: str | int, key: Any = None, *, index: str | int = 0, iterator: str = "GE",
+                batch_size: int = 1000, mode: Mode = Mode.ANY, timeout: float | None = None,
+                selection_timeout: float | None = None, max_lag: float | None = None) -> Iterator[Any]:
+        """Yield the tuples of a select page by page; each page is routed by ``mode`` (see streaming.py)."""
+        check_mode(mode)
+        return iterate_select(lambda *args, **kwargs: self.select(
+            *args, mode=mode, timeout=timeout, selection_timeout=selection_timeout, max_lag=max_lag, **kwargs),
+            space_name, key, index=index, iterator=iterator, batch_size=batch_size)
 
     def insert(self, space_name: str | int, values: Sequence[Any], *, mode: Mode = Mode.RW,
                on_push: PushCallback | None = None, on_push_ctx: Any = None, timeout: float | None = None,
