@@ -51,3 +51,20 @@ def fresh_cluster(cluster: Cluster) -> Iterator[Cluster]:
 def addrs(cluster: Cluster) -> list[dict[str, Any]]:
     """``[{'host': ..., 'port': ...}, ...]`` of inst1, inst2, inst3."""
     return cluster.addrs()
+
+
+@pytest.fixture
+def no_leaked_readers() -> Iterator[None]:
+    """Every connection a test opens (or fails to open) must leave no reader thread behind.
+
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("no_leaked_readers")``.
+    """
+    from support import reader_threads
+
+    before = reader_threads()
+    yield
+    leaked = reader_threads() - before
+    for thread in leaked:
+        thread.join(timeout=3)
+    alive = sorted(t.name for t in leaked if t.is_alive())
+    assert not alive, f"reader threads left running: {alive}"

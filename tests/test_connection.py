@@ -21,6 +21,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from support import connect
 
 from tarantool_pool import (
     AccessDeniedError,
@@ -39,9 +40,8 @@ from tarantool_pool import (
 )
 from tarantool_pool import protocol as p
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leaked_readers")]
 
-READER_PREFIX = "tarantool_pool-reader"
 ER_FIELD_TYPE = 23
 ER_WRONG_QUERY_ID = 211
 
@@ -56,29 +56,6 @@ def new_key() -> int:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{os.getpid()}_{next(_names)}_{random.SystemRandom().randrange(10**6)}"
-
-
-def connect(cluster: Any, name: str = "inst1", **kwargs: Any) -> Connection:
-    inst = cluster.instances[name]
-    kwargs.setdefault("user", cluster.user)
-    kwargs.setdefault("password", cluster.password)
-    return Connection(inst.host, inst.port, **kwargs)
-
-
-def reader_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith(READER_PREFIX)}
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_readers() -> Iterator[None]:
-    """Every connection a test opens must leave no reader thread behind."""
-    before = reader_threads()
-    yield
-    leaked = reader_threads() - before
-    for thread in leaked:
-        thread.join(timeout=3)
-    alive = sorted(t.name for t in leaked if t.is_alive())
-    assert not alive, f"reader threads left running: {alive}"
 
 
 @pytest.fixture

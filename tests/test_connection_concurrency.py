@@ -19,6 +19,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from support import connect, reader_threads
 
 from tarantool_pool import (
     Connection,
@@ -28,32 +29,9 @@ from tarantool_pool import (
 )
 from tarantool_pool import protocol as p
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaked_readers")]
 
-READER_PREFIX = "tarantool_pool-reader"
 _keys = itertools.count(random.SystemRandom().randrange(3 * 10**12, 4 * 10**12, 10**7))
-
-
-def connect(cluster: Any, name: str = "inst1", **kwargs: Any) -> Connection:
-    inst = cluster.instances[name]
-    kwargs.setdefault("user", cluster.user)
-    kwargs.setdefault("password", cluster.password)
-    return Connection(inst.host, inst.port, **kwargs)
-
-
-def reader_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith(READER_PREFIX)}
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_readers() -> Iterator[None]:
-    before = reader_threads()
-    yield
-    leaked = reader_threads() - before
-    for thread in leaked:
-        thread.join(timeout=3)
-    alive = sorted(t.name for t in leaked if t.is_alive())
-    assert not alive, f"reader threads left running: {alive}"
 
 
 @pytest.fixture

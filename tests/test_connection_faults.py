@@ -11,10 +11,10 @@ import errno
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import connect
 
 from tarantool_pool import (
     Connection,
@@ -23,31 +23,7 @@ from tarantool_pool import (
     RequestTimeoutError,
 )
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
-
-READER_PREFIX = "tarantool_pool-reader"
-
-
-def connect(cluster: Any, name: str = "inst1", **kwargs: Any) -> Connection:
-    inst = cluster.instances[name]
-    kwargs.setdefault("user", cluster.user)
-    kwargs.setdefault("password", cluster.password)
-    return Connection(inst.host, inst.port, **kwargs)
-
-
-def reader_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith(READER_PREFIX)}
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_readers() -> Iterator[None]:
-    before = reader_threads()
-    yield
-    leaked = reader_threads() - before
-    for thread in leaked:
-        thread.join(timeout=3)
-    alive = sorted(t.name for t in leaked if t.is_alive())
-    assert not alive, f"reader threads left running: {alive}"
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, pytest.mark.usefixtures("no_leaked_readers")]
 
 
 def closed_port() -> int:

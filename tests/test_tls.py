@@ -36,8 +36,9 @@ from tls_helpers import (  # noqa: F401 - stunnel and tls_files are fixtures
 from tarantool_pool import Connection, ConnectionPool, Mode, Status
 from tarantool_pool.errors import NetworkError, SslError
 
+pytestmark = pytest.mark.usefixtures("no_leaked_readers")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-READER_PREFIX = "tarantool_pool-reader"
 # How long a refused TLS connection may take to fail: far below any timeout involved.
 QUICK_FAILURE_SECONDS = 3.0
 
@@ -55,22 +56,6 @@ def tls_connect(cluster: Any, tunnel: Stunnel, **kwargs: Any) -> Connection:
     kwargs.setdefault("password", cluster.password)
     kwargs.setdefault("connection_timeout", 5)
     return Connection(tunnel.host, tunnel.port, transport="ssl", **kwargs)
-
-
-def reader_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith(READER_PREFIX)}
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_readers() -> Iterator[None]:
-    """Every connection a test opens (or fails to open) leaves no reader thread behind."""
-    before = reader_threads()
-    yield
-    leaked = reader_threads() - before
-    for thread in leaked:
-        thread.join(timeout=3)
-    alive = sorted(t.name for t in leaked if t.is_alive())
-    assert not alive, f"reader threads left running: {alive}"
 
 
 @pytest.fixture
