@@ -51,6 +51,12 @@ bench: system-deps
 bench-quick: system-deps
 	$(PYTHON) bench/run.py --quick $(BENCH_ARGS)
 
+# Chaos under load, the long run (docs/reliability.md): its own replica set, 150 s of
+# faults; writes its figures in docs/reliability.md. CHAOS_ARGS="--seed N" replays one.
+.PHONY: chaos
+chaos: deps
+	$(PY) tests/chaos.py --seconds 150 --record docs/reliability.md $(CHAOS_ARGS)
+
 cluster-up: deps
 	$(CLUSTER) up --fixed-ports
 
