@@ -599,3 +599,18 @@ def test_frozen_replica_with_read_attempt_timeout_costs_no_failed_read_in_ro_or_
     assert failures == [], failures[:3]
     assert retries >= 1, "no read reached the frozen replica"
     assert slowest[0] < deadline
+
+
+def test_a_synchronous_write_that_missed_its_quorum_is_an_unknown_outcome_not_a_failure() -> None:
+    # Tarantool 2.6 can commit such a write later on a promoted replica (the chaos test saw it),
+    # so a write must not be reported as failed, and must not be retried.
+    from tarantool_pool.errors import SyncQuorumTimeoutError, SyncRollbackError
+    from tarantool_pool.pool.failover import Verdict, classify, unknown_outcome
+
+    for error in (SyncQuorumTimeoutError(216, "Quorum collection for a synchronous transaction is timed out"),
+                  SyncRollbackError(217, "A rollback for a synchronous transaction is received")):
+        assert classify(error, is_read=False) is Verdict.UNKNOWN_OUTCOME
+        assert classify(error, is_read=True) is Verdict.RAISE
+        wrapped = unknown_outcome(error, "127.0.0.1:3301")
+        assert isinstance(wrapped, UnknownOutcomeError) and wrapped.__cause__ is error
+        assert "outcome of the write is unknown" in str(wrapped)

@@ -8,7 +8,9 @@ Rules:
 - A read (select, ping, crud reads, anything marked ``idempotent=True``) is
   also retried after a network error or a timeout.
 - A write whose outcome is unknown (sent, then the connection died or the
-  deadline passed) is NEVER retried: it becomes ``UnknownOutcomeError``.
+  deadline passed, or a synchronous write that timed out waiting for its
+  quorum or was rolled back) is NEVER retried: it becomes
+  ``UnknownOutcomeError``.
 - Retries wait with exponential backoff and jitter (tenacity), always within
   the request's own deadline; each is counted and logged.
 - Listeners get :class:`PoolEvent`s (role changed, instance up/down, retry,
@@ -27,10 +29,13 @@ from typing import Any, Callable
 import tenacity
 
 from ..errors import (
+    DatabaseError,
     LoadingError,
     NetworkError,
     ReadOnlyError,
     RequestTimeoutError,
+    SyncQuorumTimeoutError,
+    SyncRollbackError,
     UnknownOutcomeError,
     UnknownOutcomeTimeoutError,
 )
@@ -52,6 +57,10 @@ def classify(error: BaseException, is_read: bool) -> Verdict:
     """The failover verdict for one failed attempt."""
     if isinstance(error, (ReadOnlyError, LoadingError)):
         return Verdict.RETRY  # refused before execution: nothing was applied
+    if isinstance(error, (SyncQuorumTimeoutError, SyncRollbackError)):
+        # A synchronous write the old master rolled back can still be committed by a promoted
+        # replica's clear_synchro_queue() (seen on 2.6 in the chaos test): its outcome is unknown.
+        return Verdict.RAISE if is_read else Verdict.UNKNOWN_OUTCOME
     if isinstance(error, NetworkError):
         if error.request_sent is False or is_read:
             return Verdict.RETRY
@@ -59,7 +68,7 @@ def classify(error: BaseException, is_read: bool) -> Verdict:
     return Verdict.RAISE
 
 
-def unknown_outcome(error: NetworkError, where: str) -> UnknownOutcomeError:
+def unknown_outcome(error: DatabaseError, where: str) -> UnknownOutcomeError:
     """Wrap a failure of a sent write: it may or may not have been applied."""
     kind = UnknownOutcomeTimeoutError if isinstance(error, RequestTimeoutError) else UnknownOutcomeError
     wrapped = kind(error.code, f"{where}: the outcome of the write is unknown "

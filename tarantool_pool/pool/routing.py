@@ -24,7 +24,7 @@ from typing import Any
 
 import tenacity
 
-from ..errors import DatabaseError, NetworkError, PoolClosedError, PoolTopologyError, ReadOnlyError, RequestTimeoutError
+from ..errors import DatabaseError, PoolClosedError, PoolTopologyError, ReadOnlyError, RequestTimeoutError
 from .failover import EventKind, Listeners, Verdict, classify, retrying, unknown_outcome
 from .strategy import Mode, StrategyInterface, role_of
 from .unit import PoolUnit
@@ -65,7 +65,7 @@ class RoutingMixin:
             if self._closed:  # close() failed it: say so, whatever the request was
                 raise PoolClosedError("the pool is closed") from error
             verdict = classify(error, is_read)
-            if verdict is Verdict.UNKNOWN_OUTCOME and isinstance(error, NetworkError):
+            if verdict is Verdict.UNKNOWN_OUTCOME:
                 raise unknown_outcome(error, unit.name) from error
             if verdict is not Verdict.RETRY or self.max_retries <= 0 or time.monotonic() >= deadline:
                 raise
@@ -90,7 +90,7 @@ class RoutingMixin:
                 tried.add(unit.name)
                 try:
                     return self._attempt(unit, method, args, kwargs, deadline, is_read)
-                except NetworkError as error:
+                except DatabaseError as error:
                     if self._closed:
                         raise PoolClosedError("the pool is closed") from error
                     if classify(error, is_read) is Verdict.UNKNOWN_OUTCOME:
