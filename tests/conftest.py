@@ -68,3 +68,15 @@ def no_leaked_readers() -> Iterator[None]:
         thread.join(timeout=3)
     alive = sorted(t.name for t in leaked if t.is_alive())
     assert not alive, f"reader threads left running: {alive}"
+
+
+@pytest.fixture
+def conn(cluster: Cluster) -> Iterator[Any]:
+    """A Connection to inst1 (the master) as the test user, closed after the test."""
+    from support import connect
+
+    connection = connect(cluster)
+    try:
+        yield connection
+    finally:
+        connection.close()

@@ -16,7 +16,6 @@ import os
 import random
 import threading
 import traceback
-from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -56,15 +55,6 @@ def new_key() -> int:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{os.getpid()}_{next(_names)}_{random.SystemRandom().randrange(10**6)}"
-
-
-@pytest.fixture
-def conn(cluster: Any) -> Iterator[Connection]:
-    connection = connect(cluster)
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def admin_tuple(cluster: Any, key: int, space: str = "test_int", name: str = "inst1") -> Any:

@@ -34,15 +34,6 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaked_reade
 _keys = itertools.count(random.SystemRandom().randrange(3 * 10**12, 4 * 10**12, 10**7))
 
 
-@pytest.fixture
-def conn(cluster: Any) -> Iterator[Connection]:
-    connection = connect(cluster)
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
 def requests_received(cluster: Any, name: str = "inst1") -> int:
     """IPROTO requests the instance has read off the network so far (never decreases)."""
     return int(cluster.admin(name, "box.stat.net().REQUESTS.total"))
