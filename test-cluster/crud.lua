@@ -1237,6 +1237,34 @@ local function is_single_bucket(plan, opts)
            #plan.key >= #plan.index.parts
 end
 
+-- The checks and the scan plan select and count share.  Returns space, plan, or nil and an
+-- error object of `class` ('SelectError' / 'CountError'); `op` names the operation in messages.
+local function prepare_scan(class, op, space_name, user_conditions, opts)
+    if opts.yield_every ~= nil and opts.yield_every < 1 then
+        return nil, new_error(class, 'yield_every should be > 0')
+    end
+    local conditions, parse_err = parse_conditions(user_conditions)
+    if conditions == nil then
+        return nil, new_error(class, 'Failed to parse conditions: ParseConditionError: %s', parse_err)
+    end
+    local space = box.space[space_name]
+    if space == nil then
+        return nil, new_error(class, "Space %q doesn't exist", space_name)
+    end
+    local bucket_err = validate_opts_bucket_id(opts.bucket_id)
+    if bucket_err ~= nil then
+        return nil, new_error(class, 'Failed to get bucket ID: %s', bucket_err)
+    end
+    local plan, plan_err, filter_err = plan_scan(space, conditions)
+    if plan_err ~= nil then
+        return nil, new_error(class, 'Failed to plan ' .. op .. ': %s', plan_err)
+    end
+    if filter_err ~= nil then
+        return nil, new_error(class, 'Failed to generate tuples filter: %s', filter_err)
+    end
+    return space, plan
+end
+
 -- select without the argument checks. Returns result or nil, error object.
 local function select_core(space_name, user_conditions, opts)
     if opts.first ~= nil and opts.first < 0 and opts.after == nil then
@@ -1245,27 +1273,9 @@ local function select_core(space_name, user_conditions, opts)
     if opts.batch_size ~= nil and opts.batch_size < 1 then
         return nil, new_error('SelectError', 'batch_size should be > 0')
     end
-    if opts.yield_every ~= nil and opts.yield_every < 1 then
-        return nil, new_error('SelectError', 'yield_every should be > 0')
-    end
-    local conditions, parse_err = parse_conditions(user_conditions)
-    if conditions == nil then
-        return nil, new_error('SelectError', 'Failed to parse conditions: ParseConditionError: %s', parse_err)
-    end
-    local space = box.space[space_name]
+    local space, plan = prepare_scan('SelectError', 'select', space_name, user_conditions, opts)
     if space == nil then
-        return nil, new_error('SelectError', "Space %q doesn't exist", space_name)
-    end
-    local bucket_err = validate_opts_bucket_id(opts.bucket_id)
-    if bucket_err ~= nil then
-        return nil, new_error('SelectError', 'Failed to get bucket ID: %s', bucket_err)
-    end
-    local plan, plan_err, filter_err = plan_scan(space, conditions)
-    if plan_err ~= nil then
-        return nil, new_error('SelectError', 'Failed to plan select: %s', plan_err)
-    end
-    if filter_err ~= nil then
-        return nil, new_error('SelectError', 'Failed to generate tuples filter: %s', filter_err)
+        return nil, plan
     end
 
     local format = space:format()
@@ -1369,27 +1379,9 @@ end
 function crud.count(space_name, user_conditions, opts)
     check_args('crud.count', {'string', '?table'}, COUNT_OPTS, space_name, user_conditions, opts)
     opts = normalize_opts(opts)
-    if opts.yield_every ~= nil and opts.yield_every < 1 then
-        return nil, new_error('CountError', 'yield_every should be > 0')
-    end
-    local conditions, parse_err = parse_conditions(user_conditions)
-    if conditions == nil then
-        return nil, new_error('CountError', 'Failed to parse conditions: ParseConditionError: %s', parse_err)
-    end
-    local space = box.space[space_name]
+    local space, plan = prepare_scan('CountError', 'count', space_name, user_conditions, opts)
     if space == nil then
-        return nil, new_error('CountError', "Space %q doesn't exist", space_name)
-    end
-    local bucket_err = validate_opts_bucket_id(opts.bucket_id)
-    if bucket_err ~= nil then
-        return nil, new_error('CountError', 'Failed to get bucket ID: %s', bucket_err)
-    end
-    local plan, plan_err, filter_err = plan_scan(space, conditions)
-    if plan_err ~= nil then
-        return nil, new_error('CountError', 'Failed to plan count: %s', plan_err)
-    end
-    if filter_err ~= nil then
-        return nil, new_error('CountError', 'Failed to generate tuples filter: %s', filter_err)
+        return nil, plan
     end
     local total = 0
     local ok, scan_err = pcall(run_scan, plan, {}, function()
