@@ -21,3 +21,30 @@ def connect(cluster: Any, name: str = "inst1", **kwargs: Any) -> Connection:
 def reader_threads() -> set[threading.Thread]:
     """The connection reader threads alive now."""
     return {t for t in threading.enumerate() if t.name.startswith(READER_PREFIX)}
+
+
+class ThreadGroup:
+    """``count`` threads running ``self._run`` until ``stop`` is set; ``with`` starts them, and
+    leaving the block stops and joins them, failing if one hangs past ``join_timeout``."""
+
+    join_timeout = 30.0
+
+    def __init__(self, count: int, name: str) -> None:
+        self.name = name
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, name=f"test-{name}-{n}") for n in range(count)]
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(self.join_timeout)
+        assert not any(thread.is_alive() for thread in self.threads), f"a {self.name} thread hung"

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import test_pool_failover
 from cluster import Cluster
+from support import ThreadGroup
 from test_pool_failover import Units, new_key, wait_for, who
 
 from tarantool_pool.connection_pool import ConnectionPool, Mode
@@ -396,7 +397,7 @@ def test_default_selection_timeout_waits_for_a_master_promoted_half_a_second_lat
 # the application's view while the master dies or steps down
 
 
-class Writers:
+class Writers(ThreadGroup):
     """``count`` threads inserting unique keys tagged ``tag`` through the pool until stopped.
 
     Each outcome is recorded with the monotonic times the insert started and
@@ -408,25 +409,12 @@ class Writers:
         self.pool = pool
         self.tag = tag
         self.max_writes = max_writes
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
         self.acked: list[tuple[int, float, float]] = []
         self.unknown: list[tuple[int, float, BaseException]] = []
         self.failed: list[tuple[int, float, BaseException]] = []
-        self.threads = [threading.Thread(target=self._write, name=f"test-writer-{n}") for n in range(count)]
+        super().__init__(count, "writer")
 
-    def __enter__(self) -> Writers:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(30)
-        assert not any(thread.is_alive() for thread in self.threads), "a writer hung"
-
-    def _write(self) -> None:
+    def _run(self) -> None:
         for _ in range(self.max_writes):
             if self.stop.is_set():
                 return

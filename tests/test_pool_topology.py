@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import test_pool_failover
 from cluster import Cluster
+from support import ThreadGroup
 from test_pool_failover import Units, new_key, wait_for, who
 from test_pool_retries import Events, stats_of, unit_of
 
@@ -44,30 +45,19 @@ def calls_served(cluster: Cluster, name: str) -> int:
     return int(cluster.admin(name, "box.stat().CALL.total"))
 
 
-class Readers:
+class Readers(ThreadGroup):
     """``count`` threads calling ``whoami`` in ``mode`` until stopped; records (started, ended, name)."""
 
     def __init__(self, pool: ConnectionPool, count: int, mode: Mode) -> None:
         self.pool = pool
         self.mode = mode
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
         self.served: list[tuple[float, float, str]] = []
         self.failures: list[BaseException] = []
-        self.threads = [threading.Thread(target=self._read, name=f"test-reader-{n}") for n in range(count)]
+        super().__init__(count, "reader")
 
-    def __enter__(self) -> Readers:
-        for thread in self.threads:
-            thread.start()
-        return self
+    join_timeout = 10.0
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(10)
-        assert not any(thread.is_alive() for thread in self.threads), "a reader hung"
-
-    def _read(self) -> None:
+    def _run(self) -> None:
         for _ in range(1_000_000):
             if self.stop.is_set():
                 return
