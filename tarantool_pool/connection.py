@@ -136,6 +136,14 @@ class Connection(CrudMixin):
         self._closed = False
         self._connect(timeout)
 
+    def ensure_connected(self, timeout: float | None = None) -> None:
+        """Connect unless a link is alive; unlike connect(), never reopens after close().
+
+        For owners that reconnect in the background (a pool unit's worker): a close()
+        racing the reconnect must win, or the link it opens would outlive its owner.
+        """
+        self._connect(timeout)
+
     def _connect(self, timeout: float | None) -> None:
         """Open a link unless one is alive; a close() before or during it wins (ConnectionClosedError)."""
         budget = timeout or self.connection_timeout or DEFAULT_CONNECT_TIMEOUT

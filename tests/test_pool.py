@@ -454,6 +454,26 @@ def test_close_joins_every_thread_within_two_seconds(make_pool: Callable[..., Co
     assert not any(t.is_alive() for t in ours)
 
 
+def test_a_refresh_racing_close_never_reopens_the_connection(make_pool: Callable[..., ConnectionPool]) -> None:
+    """close() can land after a refresh passed its "still running" check and before it reconnects.
+
+    We stage that window exactly: the unit's connection is closed (what stop() does) while the
+    unit still counts as running, then the refresh runs.  It must not open a new link (a reader
+    thread nobody will ever close).
+    """
+    pool = make_pool(refresh_delay=60)
+    unit = next(iter(pool.pool.values()))
+    assert unit.first_refresh_done.wait(10)
+    readers_before = {t for t in pool_threads() if t.name.startswith("tarantool_pool-reader")}
+    unit.conn.close()
+    assert unit.request_processing_enabled  # the worker's view: it has not seen stop() yet
+    unit.refresh()
+    assert unit.conn.is_closed(), "the refresh reopened a connection that close() had closed"
+    assert unit.state.status is Status.UNHEALTHY
+    readers_after = {t for t in pool_threads() if t.name.startswith("tarantool_pool-reader")}
+    assert not (readers_after - readers_before), sorted(t.name for t in readers_after - readers_before)
+
+
 @pytest.mark.timeout(120)
 def test_in_flight_call_fails_at_once_when_the_pool_closes(make_pool: Callable[..., ConnectionPool]) -> None:
     """A ``sleep(5)`` running on the server ends with PoolClosedError right after close().

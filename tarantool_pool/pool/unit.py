@@ -179,8 +179,7 @@ class PoolUnit:
         try:
             if not self.request_processing_enabled:
                 return
-            if self.conn.is_closed():
-                self.conn.connect(timeout=self.connect_timeout)
+            self.conn.ensure_connected(timeout=self.connect_timeout)  # after stop(): ConnectionClosedError
             started = time.monotonic()
             info = self.conn.call("box.info", timeout=self.refresh_timeout).data
             elapsed = time.monotonic() - started
