@@ -436,7 +436,7 @@ def test_after_close_every_call_raises_pool_closed_error_at_once(make_pool: Call
             pass
         else:
             pytest.fail(f"{name}() after close() did not raise")
-        assert time.monotonic() - started < 0.1, name
+        assert time.monotonic() - started < 1.0, name  # at once: no selection wait, no I/O (a loaded CI box is slow)
 
 
 @pytest.mark.timeout(120)

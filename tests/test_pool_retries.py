@@ -367,7 +367,7 @@ def test_selection_timeout_zero_fails_at_once_with_topology_error_while_there_is
         started = time.monotonic()
         with pytest.raises(PoolTopologyError, match=r"RW"):
             candidate.insert("test_int", [new_key(), "no master"], **kwargs)
-        assert time.monotonic() - started < 0.1
+        assert time.monotonic() - started < 1.0  # well under the default 2 s selection wait it must skip
     # Reads are not affected: replicas fit RO.
     assert who(pool, Mode.RO) in ("inst2", "inst3")
 
