@@ -51,6 +51,23 @@ bench: system-deps
 bench-quick: system-deps
 	$(PYTHON) bench/run.py --quick $(BENCH_ARGS)
 
+# The documentation site (docs/conf.py): its own venv docs/.venv with the package and
+# its docs extra (Sphinx, MyST); HTML in docs/_build/html.  -W --keep-going -n: every
+# warning and every unresolved cross-reference fails the build, all of them reported.
+DOCS_VENV ?= docs/.venv
+SPHINXOPTS ?= -W --keep-going -n
+.PHONY: docs
+docs: $(DOCS_VENV)/.installed
+	$(DOCS_VENV)/bin/python -m sphinx -b html -E $(SPHINXOPTS) docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
+$(DOCS_VENV)/.installed: setup.cfg setup.py
+	@$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(APT_INSTALL) python3-venv; }
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q -e '.[docs]'
+	@touch $@
+
 # Chaos under load, the long run (docs/reliability.md): its own replica set, 150 s of
 # faults; writes its figures in docs/reliability.md. CHAOS_ARGS="--seed N" replays one.
 .PHONY: chaos
@@ -70,4 +87,4 @@ lint: deps
 
 clean:
 	-$(CLUSTER) down --all
-	rm -rf $(VENV) build dist *.egg-info test-cluster/.run
+	rm -rf $(VENV) build dist *.egg-info test-cluster/.run docs/_build $(DOCS_VENV)

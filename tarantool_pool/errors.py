@@ -53,7 +53,7 @@ class DatabaseError(Error):
 
     ``code`` is the server's error code (0 when the error is client-side),
     ``message`` its text and ``extra_info`` the decoded MP_ERROR stack
-    (a list of :class:`tarantool_pool.protocol.ErrorInfo`, newest first).
+    (a list of :class:`tarantool_pool.ErrorInfo`, newest first).
     """
 
     by_code: ClassVar[dict[int, type[DatabaseError]]] = {}

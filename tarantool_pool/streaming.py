@@ -1,6 +1,7 @@
 """Streaming reads: iterate a space (or a crud select) page by page.
 
 Rules:
+
 - Key-based paging, never OFFSET: each next page starts after the last
   tuple's index key, so the cost of a page does not grow with its position
   and only the current page is held in memory.
