@@ -298,6 +298,7 @@ class ConnectionPool(RoutingMixin, CrudMixin):
 
     def ping(self, notime: bool = False, *, mode: Mode | None = None, timeout: float | None = None,
              selection_timeout: float | None = None) -> float | str:
+        """PING one instance that fits ``mode`` (required): seconds taken, or 'Success' with ``notime=True``."""
         if mode is None:
             raise ValueError(MODE_REQUIRED)
         return self._route(check_mode(mode), "ping", (notime,), {}, True,  # type: ignore[no-any-return]
@@ -316,6 +317,7 @@ class ConnectionPool(RoutingMixin, CrudMixin):
     def eval(self, expr: str, *args: Any, mode: Mode | None = None, on_push: PushCallback | None = None,
              on_push_ctx: Any = None, timeout: float | None = None, idempotent: bool = False,
              selection_timeout: float | None = None, max_lag: float | None = None) -> Response:
+        """EVAL Lua code on an instance that fits ``mode`` (required); ``idempotent=True`` allows a retry elsewhere."""
         if mode is None:
             raise ValueError(MODE_REQUIRED)
         return self._route(check_mode(mode), "eval", (expr, *args),  # type: ignore[no-any-return]
@@ -325,6 +327,7 @@ class ConnectionPool(RoutingMixin, CrudMixin):
     def execute(self, query: str | int, params: Any = None, *, mode: Mode | None = None,
                 timeout: float | None = None, idempotent: bool = False, selection_timeout: float | None = None,
                 max_lag: float | None = None) -> Response:
+        """Run SQL on an instance that fits ``mode`` (required); ``idempotent=True`` allows a retry elsewhere."""
         if mode is None:
             raise ValueError(MODE_REQUIRED)
         return self._route(check_mode(mode), "execute", (query, params), {},  # type: ignore[no-any-return]
@@ -334,6 +337,7 @@ class ConnectionPool(RoutingMixin, CrudMixin):
                index: str | int = 0, iterator: Any = None, mode: Mode = Mode.ANY,
                on_push: PushCallback | None = None, on_push_ctx: Any = None, timeout: float | None = None,
                selection_timeout: float | None = None, max_lag: float | None = None) -> Response:
+        """SELECT from a space (default mode ANY); a failed read is retried on another instance."""
         kwargs = {"offset": offset, "limit": limit, "index": index, "iterator": iterator, "on_push": on_push,
                   "on_push_ctx": on_push_ctx}
         return self._route(check_mode(mode), "select", (space_name, key), kwargs, True,  # type: ignore[no-any-return]
@@ -351,18 +355,21 @@ class ConnectionPool(RoutingMixin, CrudMixin):
     def insert(self, space_name: str | int, values: Sequence[Any], *, mode: Mode = Mode.RW,
                on_push: PushCallback | None = None, on_push_ctx: Any = None, timeout: float | None = None,
                selection_timeout: float | None = None) -> Response:
+        """INSERT a tuple (default mode RW); a write that may have happened raises UnknownOutcomeError."""
         return self._write("insert", (space_name, values), {}, mode, on_push, on_push_ctx, timeout,
                            selection_timeout)
 
     def replace(self, space_name: str | int, values: Sequence[Any], *, mode: Mode = Mode.RW,
                 on_push: PushCallback | None = None, on_push_ctx: Any = None, timeout: float | None = None,
                 selection_timeout: float | None = None) -> Response:
+        """REPLACE a tuple (default mode RW); a write that may have happened raises UnknownOutcomeError."""
         return self._write("replace", (space_name, values), {}, mode, on_push, on_push_ctx, timeout,
                            selection_timeout)
 
     def update(self, space_name: str | int, key: Any, op_list: Sequence[Any], *, index: str | int = 0,
                mode: Mode = Mode.RW, on_push: PushCallback | None = None, on_push_ctx: Any = None,
                timeout: float | None = None, selection_timeout: float | None = None) -> Response:
+        """UPDATE by key with ``op_list`` (default mode RW); never retried once it may have run."""
         return self._write("update", (space_name, key, op_list), {"index": index}, mode, on_push, on_push_ctx,
                            timeout, selection_timeout)
 
@@ -370,12 +377,14 @@ class ConnectionPool(RoutingMixin, CrudMixin):
                index: str | int = 0, mode: Mode = Mode.RW, on_push: PushCallback | None = None,
                on_push_ctx: Any = None, timeout: float | None = None,
                selection_timeout: float | None = None) -> Response:
+        """UPSERT a tuple with ``op_list`` (default mode RW); never retried once it may have run."""
         return self._write("upsert", (space_name, tuple_value, op_list), {"index": index}, mode, on_push,
                            on_push_ctx, timeout, selection_timeout)
 
     def delete(self, space_name: str | int, key: Any, *, index: str | int = 0, mode: Mode = Mode.RW,
                on_push: PushCallback | None = None, on_push_ctx: Any = None, timeout: float | None = None,
                selection_timeout: float | None = None) -> Response:
+        """DELETE by key (default mode RW); never retried once it may have run."""
         return self._write("delete", (space_name, key), {"index": index}, mode, on_push, on_push_ctx, timeout,
                            selection_timeout)
 
