@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -42,6 +43,7 @@ else:
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "prometheus_exporter.py"
 COUNTER_FIELDS = ("requests", "errors", "retries", "timeouts")
 _keys = itertools.count(random.randrange(1 << 40) + (3 << 42))
 
@@ -527,3 +529,49 @@ def test_without_prometheus_client_the_import_error_names_the_extra_in_a_fresh_i
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pip install 'tarantool_pool[prometheus]'" in result.stdout
     assert result.stdout.startswith("ImportError: tarantool_pool.prometheus needs the prometheus_client package")
+
+
+# ---------------------------------------------------------------------------------------------
+# the example
+
+
+@pytest.mark.timeout(180)
+def test_the_example_serves_metrics_while_its_load_runs(cluster: Cluster, tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TARANTOOL_POOL_")}
+    env.update(TARANTOOL_POOL_ADDRS=",".join(uri(cluster, name) for name in NAMES),
+               TARANTOOL_POOL_USER=cluster.user, TARANTOOL_POOL_PASSWORD=cluster.password, PYTHONUNBUFFERED="1")
+    stderr = tmp_path / "stderr"
+    with open(stderr, "w") as errors:
+        example = subprocess.Popen([sys.executable, str(EXAMPLE), "--port", "0", "--name", "example",
+                                    "--seconds", "120"], stdout=subprocess.PIPE, stderr=errors, text=True, env=env,
+                                   cwd=ROOT)
+    try:
+        assert example.stdout is not None
+        first = example.stdout.readline()
+        assert "/metrics" in first, first + stderr.read_text()
+        url = first.split()[-1]
+
+        def scrape() -> Scrape:
+            with urllib.request.urlopen(url, timeout=30) as reply:
+                return Scrape(reply.read().decode())
+
+        def load_seen() -> bool:
+            return sum(value for (_, field), value in scrape().counters("example").items() if field == "requests") > 0
+
+        wait_for(load_seen, 60, "the example's requests in its own scrape", interval=0.1)
+        live = scrape()
+        for name in NAMES:
+            assert live.value("tarantool_pool_instance_up", pool="example", instance=uri(cluster, name)) == 1.0
+        example.send_signal(signal.SIGINT)  # it stops its load, prints a summary, exits 0
+        out = example.communicate(timeout=60)[0]
+    finally:
+        if example.poll() is None:
+            example.kill()
+            example.wait()
+    err = stderr.read_text()
+    assert example.returncode == 0, err
+    assert cluster.password not in first + out + err
+    made = int(out.split("made ")[1].split()[0])
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in out.splitlines()
+                  if line.startswith("tarantool_pool_requests_total{"))
+    assert made > 0 and counted == made, out
