@@ -39,7 +39,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,prometheus]'
 	@touch $@
 
 # Benchmark against tarantool-python and asynctnt (bench/README.md): its own venv
