@@ -37,7 +37,7 @@ system-deps:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg setup.py
+$(VENV)/.installed: setup.cfg setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[test,prometheus]'
 	@touch $@
@@ -61,11 +61,11 @@ docs: $(DOCS_VENV)/.installed
 	$(DOCS_VENV)/bin/python -m sphinx -b html -E $(SPHINXOPTS) docs docs/_build/html
 	@echo "docs: docs/_build/html/index.html"
 
-$(DOCS_VENV)/.installed: setup.cfg setup.py
+$(DOCS_VENV)/.installed: setup.cfg setup.py Makefile
 	@$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -q && $(APT_INSTALL) python3-venv; }
 	$(PYTHON) -m venv $(DOCS_VENV)
-	$(DOCS_VENV)/bin/python -m pip install -q -e '.[docs]'
+	$(DOCS_VENV)/bin/python -m pip install -q -e '.[docs,prometheus]'
 	@touch $@
 
 # Chaos under load, the long run (docs/reliability.md): its own replica set, 150 s of

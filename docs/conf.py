@@ -55,6 +55,9 @@ nitpick_ignore = [
     ("py:class", "tarantool_pool.protocol.Greeting"),
     ("py:class", "tarantool_pool.protocol.Frame"),
     ("py:class", "tarantool_pool.helpers.F"),
+    # prometheus_client's own types in the exporter's signatures (not part of this site).
+    ("py:class", "prometheus_client.metrics_core.Metric"),
+    ("py:class", "prometheus_client.registry.CollectorRegistry"),
 ]
 
 # -- HTML ------------------------------------------------------------------------

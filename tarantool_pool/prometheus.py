@@ -1,11 +1,14 @@
 """Prometheus metrics for a ConnectionPool: the optional extra ``tarantool_pool[prometheus]``.
 
+::
+
     from tarantool_pool import prometheus
     metrics = prometheus.register(pool, name="orders")     # into prometheus_client.REGISTRY
     ...
     metrics.unregister()                                   # its series leave the next scrape
 
 Rules:
+
 - Only this module imports prometheus_client: ``import tarantool_pool`` never
   does, and without the package importing this module raises an ImportError
   that names the extra to install.

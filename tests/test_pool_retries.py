@@ -283,6 +283,8 @@ def test_call_in_flight_when_its_replica_is_killed_is_retried_only_if_idempotent
         assert isinstance(error, UnknownOutcomeError) and not isinstance(error, RequestTimeoutError), repr(error)
         assert isinstance(error.__cause__, ConnectionClosedError)
         assert events.of(EventKind.RETRY) == []
+        unknown = events.wait(EventKind.UNKNOWN_OUTCOME, unit_of(pool, c, "inst3").name, timeout=0)
+        assert unknown.detail["error"] is error.__cause__
         assert calls_of(c, "inst2", "tc_retry_probe") == 1  # not re-run on the other replica
 
 
@@ -305,6 +307,7 @@ def test_sent_write_that_times_out_raises_unknown_outcome_timeout_and_runs_exact
     # It ran once: a retry would have gone to the only master again and counted a second call.
     assert calls_of(c, "inst1", "tc_write_probe") == 1
     assert events.of(EventKind.RETRY) == []
+    assert [event.detail["error"] for event in events.of(EventKind.UNKNOWN_OUTCOME)] == [error.__cause__]
     master = stats_of(pool, c, "inst1")
     assert (master["retries"], master["timeouts"], master["errors"]) == (0, 1, 1), master
 

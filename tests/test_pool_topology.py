@@ -320,3 +320,22 @@ def test_listeners_hear_down_up_role_change_and_slow_request_and_a_raising_liste
     assert len(broken_calls) == len(events.events)
     failures = [r for r in caplog.records if "listener" in r.getMessage() and "failed" in r.getMessage()]
     assert len(failures) == len(broken_calls)
+
+
+def test_state_changes_within_a_role_emit_no_event_and_role_moves_emit_exactly_one() -> None:
+    """A member unhealthy for a new reason is still down: no second INSTANCE_DOWN (metrics count events)."""
+    from tarantool_pool.pool.strategy import InstanceState, Status
+
+    pool = ConnectionPool([{"host": "127.0.0.1", "port": 1}], connect_now=False)
+    events = Events()
+    pool.add_listener(events)
+    unit = next(iter(pool.pool.values()))
+    down, master, replica = InstanceState(), InstanceState(Status.HEALTHY, False), InstanceState(Status.HEALTHY, True)
+    orphan = InstanceState(Status.UNHEALTHY, True)  # box.info.status 'orphan': down, with ro known
+    steps = [(down, orphan), (orphan, master), (master, master), (master, replica), (replica, down), (down, down)]
+    for old, new in steps:
+        pool._on_state_change(unit, old, new)
+    assert [event.kind for event in events.of(EventKind.INSTANCE_DOWN)] == [EventKind.INSTANCE_DOWN]
+    assert [event.detail["role"] for event in events.of(EventKind.INSTANCE_UP)] == ["rw"]
+    assert [(e.detail["old"], e.detail["new"]) for e in events.of(EventKind.ROLE_CHANGED)] == [("rw", "ro")]
+    pool.close()

@@ -103,6 +103,7 @@ class EventKind(enum.Enum):
     INSTANCE_UP = "instance_up"
     RETRY = "retry"
     SLOW_REQUEST = "slow_request"
+    UNKNOWN_OUTCOME = "unknown_outcome"  # a sent write failed: it may or may not have been applied
 
 
 @dataclass(frozen=True)

@@ -224,11 +224,13 @@ class ConnectionPool(RoutingMixin, CrudMixin):
             self.strategy.update()
             self._topology.notify_all()
         old_role, new_role = role_of(old), role_of(new)
+        if old_role == new_role:  # e.g. unhealthy for another reason: no event, it is still down
+            return
         if new_role == "down":
             self.listeners.emit(EventKind.INSTANCE_DOWN, unit.name, role=old_role, reason=unit.last_error)
         elif old_role == "down":
             self.listeners.emit(EventKind.INSTANCE_UP, unit.name, role=new_role)
-        elif old_role != new_role:
+        else:
             self.listeners.emit(EventKind.ROLE_CHANGED, unit.name, old=old_role, new=new_role)
 
     # -- topology at runtime ---------------------------------------------------------

@@ -66,7 +66,7 @@ class RoutingMixin:
                 raise PoolClosedError("the pool is closed") from error
             verdict = classify(error, is_read)
             if verdict is Verdict.UNKNOWN_OUTCOME:
-                raise unknown_outcome(error, unit.name) from error
+                raise self._unknown_outcome(error, unit) from error
             if verdict is not Verdict.RETRY or self.max_retries <= 0 or time.monotonic() >= deadline:
                 raise
             self._note_retry(unit, error, 1)
@@ -94,9 +94,14 @@ class RoutingMixin:
                     if self._closed:
                         raise PoolClosedError("the pool is closed") from error
                     if classify(error, is_read) is Verdict.UNKNOWN_OUTCOME:
-                        raise unknown_outcome(error, unit.name) from error
+                        raise self._unknown_outcome(error, unit) from error
                     raise
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _unknown_outcome(self, error: DatabaseError, unit: PoolUnit) -> DatabaseError:
+        wrapped = unknown_outcome(error, unit.name)
+        self.listeners.emit(EventKind.UNKNOWN_OUTCOME, unit.name, error=error)
+        return wrapped
 
     def _note_retry(self, unit: PoolUnit, error: BaseException | None, attempt: int) -> None:
         unit.retries += 1

@@ -247,6 +247,7 @@ def _upstreams(info: dict[str, Any]) -> dict[str, tuple[str, float]]:
         upstream = entry.get("upstream") if isinstance(entry, dict) else None
         if isinstance(upstream, dict) and entry.get("uuid"):
             lag = upstream.get("lag")
-            lag_seconds = float(lag) if isinstance(lag, (int, float)) else 0.0
+            # Clocks of two hosts: Tarantool reports a few microseconds below zero at times.
+            lag_seconds = max(float(lag), 0.0) if isinstance(lag, (int, float)) else 0.0
             found[str(entry["uuid"])] = (str(upstream.get("status")), lag_seconds)
     return found
