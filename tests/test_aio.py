@@ -87,8 +87,8 @@ def parameters(function: Any) -> list[tuple[str, Any, Any, Any]]:
 # Sync-only on purpose (docs/asyncio.md): streaming generators and pinned sessions.
 POOL_SYNC_ONLY = {"iterate", "crud_iterate", "session"}
 CONNECTION_SYNC_ONLY = {"iterate", "crud_iterate", "space", "ensure_connected", "wait_idle"}
-NOT_COROUTINES = {"from_sync", "add", "add_listener", "remove_listener", "describe", "discover", "get_stats", "is_closed",
-                  "flush_schema"}
+NOT_COROUTINES = {"from_sync", "add", "add_listener", "remove_listener", "describe", "discover", "get_stats",
+                  "is_closed", "flush_schema"}
 
 
 @pytest.mark.parametrize("sync_class, aio_class, sync_only", [
