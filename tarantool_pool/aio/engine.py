@@ -11,9 +11,12 @@ Rules:
   batch (``call_soon_threadsafe``) and settles the futures there.  A future
   belongs to the loop that awaits it, which is what makes one Connection or
   pool safe to share between event loops in several threads.
-- Deadlines: a loop timer.  When it fires before the reply, it forgets the
-  sync on the link (the sync path's rule: whoever pops the slot completes it)
-  and raises RequestTimeoutError; a late reply finds nothing and is dropped.
+- Deadlines: when a request's deadline passes before its reply, the loop
+  forgets its sync on the link (the sync path's rule: whoever pops the slot
+  completes it) and raises RequestTimeoutError; a late reply finds nothing
+  and is dropped.  Deadlines are grouped in ticks of DEADLINE_TICK seconds,
+  one loop timer per tick (a timer per request costs a quarter of a
+  request's CPU), so a timeout is raised up to one tick late, never early.
   A cancelled caller forgets its sync the same way.  Link loss fails the
   future with the error the sync path raises.
 - What may block runs in ``asyncio.to_thread`` and is rare: connecting a
@@ -29,10 +32,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Tuple
 
 from .. import protocol as p
 from ..connection import Connection, PushCallback, _not_sent
@@ -44,17 +48,23 @@ from ..transport import CallbackSlot, Link
 
 log = logging.getLogger("tarantool_pool")
 
+DEADLINE_TICK = 0.005  # seconds; the deadlines of one tick share one loop timer
+
+Expiry = Tuple[Connection, Link, int, int]  # what a timeout needs: connection, link, request type, sync
+
 
 class LoopState:
-    """One event loop's mailbox (replies posted from reader threads) and outbox (bytes to send)."""
+    """One event loop's mailbox (replies posted from reader threads), outbox (bytes to send)
+    and deadlines (futures to time out, by tick)."""
 
-    __slots__ = ("loop", "_posted", "_wake_pending", "_outbox")
+    __slots__ = ("loop", "_posted", "_wake_pending", "_outbox", "_ticks")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._posted: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._wake_pending = False
         self._outbox: dict[Link, list[bytes]] = {}
+        self._ticks: dict[int, dict[asyncio.Future[Frame], Expiry]] = {}
 
     # -- from any thread -----------------------------------------------------------
 
@@ -100,6 +110,23 @@ class LoopState:
             except Exception as exc:  # the link is lost: each request on it already failed with the cause
                 log.debug("%s: send of %d request(s) failed: %s", link.name, len(chunks), exc)
 
+    def expire_at(self, deadline: float, future: asyncio.Future[Frame],
+                  expiry: Expiry) -> dict[asyncio.Future[Frame], Expiry]:
+        """Time ``future`` out at ``deadline`` (up to one tick later) unless the caller removes it
+        from the returned dict first."""
+        tick = math.ceil(deadline / DEADLINE_TICK)
+        due = self._ticks.get(tick)
+        if due is None:
+            due = self._ticks[tick] = {}
+            self.loop.call_later(tick * DEADLINE_TICK - time.monotonic(), self._expire_tick, tick)
+        due[future] = expiry
+        return due
+
+    def _expire_tick(self, tick: int) -> None:
+        for future, (conn, link, code, sync) in self._ticks.pop(tick, {}).items():
+            if not future.done() and link.forget(sync):  # False: the reply is already on its way
+                future.set_exception(conn._timed_out(code, sync))
+
 
 _local = threading.local()
 
@@ -122,11 +149,6 @@ def _settle(future: asyncio.Future[Frame], frame: Frame | None, error: BaseExcep
         future.set_result(frame)  # type: ignore[arg-type]  # a slot reports a frame or an error
 
 
-def _expire(conn: Connection, link: Link, code: int, sync: int, future: asyncio.Future[Frame]) -> None:
-    if not future.done() and link.forget(sync):  # False: the reply is already on its way to the mailbox
-        future.set_exception(conn._timed_out(code, sync))
-
-
 def _push(on_push: PushCallback, on_push_ctx: Any, frame: Frame) -> None:
     try:
         on_push(frame.body.get(p.KEY_DATA), on_push_ctx)
@@ -144,14 +166,14 @@ async def roundtrip(conn: Connection, link: Link, code: int, body: dict[int, Any
     pushed = None if on_push is None else functools.partial(state.post, _push, on_push, on_push_ctx)
     link.register(sync, CallbackSlot(functools.partial(state.post, _settle, future), pushed))
     state.send_soon(link, data)
-    timer = loop.call_later(deadline - time.monotonic(), _expire, conn, link, code, sync, future)
+    due = state.expire_at(deadline, future, (conn, link, code, sync))
     try:
         frame = await future
     except asyncio.CancelledError:
         link.forget(sync)  # a reply that comes now is dropped; the link serves on
         raise
     finally:
-        timer.cancel()
+        due.pop(future, None)
     return conn._checked(frame)
 
 
