@@ -203,6 +203,22 @@ CASES: list[Case] = [
     ("crud_insert_many", "box.space.developers:delete({k}) box.space.developers:delete({k} + 1)",
      lambda c, k: c.crud_insert_many("developers", [[k, None, "A", None, 1], [k + 1, None, "B", None, 2]],
                                      mode=Mode.RW)),
+    ("crud_insert_object_many", "box.space.developers:delete({k})",
+     lambda c, k: c.crud_insert_object_many("developers", [{"id": k, "name": "A"}], mode=Mode.RW)),
+    ("crud_replace", "box.space.developers:delete({k})",
+     lambda c, k: c.crud_replace("developers", [k, None, "R", None, 1], mode=Mode.RW)),
+    ("crud_replace_many", "box.space.developers:delete({k})",
+     lambda c, k: c.crud_replace_many("developers", [[k, None, "R", None, 1]], mode=Mode.RW)),
+    ("crud_replace_object_many", "box.space.developers:delete({k})",
+     lambda c, k: c.crud_replace_object_many("developers", [{"id": k, "name": "R"}], mode=Mode.RW)),
+    ("crud_upsert_object", "box.space.developers:delete({k})",
+     lambda c, k: c.crud_upsert_object("developers", {"id": k, "name": "U", "age": 1}, [["+", "age", 1]],
+                                       mode=Mode.RW)),
+    ("crud_upsert_many", "box.space.developers:delete({k})",
+     lambda c, k: c.crud_upsert_many("developers", [[[k, None, "U", None, 1], [["+", "age", 1]]]], mode=Mode.RW)),
+    ("crud_upsert_object_many", "box.space.developers:delete({k})",
+     lambda c, k: c.crud_upsert_object_many("developers", [[{"id": k, "name": "U", "age": 1}, [["+", "age", 1]]]],
+                                            mode=Mode.RW)),
     ("crud_get", "box.space.developers:delete({k})",
      lambda c, k: c.crud_get("developers", k, mode=Mode.RW)),
     ("crud_select", "", lambda c, k: c.crud_select("customers", [[">=", "id", 0]], {"first": 2}, mode=Mode.RW)),
@@ -224,6 +240,13 @@ CASES: list[Case] = [
     ("crud_unflatten_rows", "",
      lambda c, k: c.crud_unflatten_rows([[k, "x"]], [{"name": "id"}, {"name": "name"}])),
 ]
+
+
+def test_the_cases_cover_every_request_method_of_the_sync_pool() -> None:
+    requests = {name for name in public_methods(ConnectionPool)
+                if name in ("ping", "call", "eval", "execute", "select", "insert", "replace", "update", "upsert",
+                            "delete") or name.startswith("crud_")} - POOL_SYNC_ONLY
+    assert requests == {case[0].split()[0] for case in CASES}
 
 
 @pytest.mark.parametrize("name, reset, call", CASES, ids=[case[0] for case in CASES])
