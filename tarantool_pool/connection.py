@@ -24,19 +24,7 @@ import time
 from typing import Any, Callable, Iterator, Sequence
 
 from . import protocol as p
-from .arguments import (
-    arguments,
-    check_count,
-    index_id,
-    names_used,
-    normalize_iterator,
-    normalize_key,
-    normalize_ops,
-    normalize_tuple,
-    ops_use_names,
-    resolve_ops,
-    space_id,
-)
+from . import requests as rq
 from .crud import CrudMixin
 from .errors import (
     ConfigurationError,
@@ -49,6 +37,7 @@ from .errors import (
 )
 from .msgpack_ext import decode_error_stack
 from .protocol import Decoder, Encoder, Frame
+from .requests import Request
 from .response import Response
 from .schema import VINDEX_ID, VSPACE_ID, Schema
 from .streaming import iterate_select
@@ -281,22 +270,27 @@ class Connection(CrudMixin):
         state = "closed" if self.is_closed() else "open"
         return f"<tarantool_pool.Connection {self.name} user={self.user!r} {state}>"
 
-    # -- the request core ----------------------------------------------------------
+    # -- the request core (shared with the asyncio path, aio/engine.py) ----------------
 
     def _deadline(self, timeout: float | None) -> float:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         return time.monotonic() + (timeout if timeout is not None else self.default_timeout)
 
+    def _frame(self, link: Link, code: int, body: dict[int, Any] | None, schema_version: int = 0) -> tuple[int, bytes]:
+        """A fresh sync and the encoded request; raises with nothing sent when encoding fails or the link died."""
+        sync = link.next_sync()
+        data = self._encoder.frame(code, sync, body, schema_version)  # encode errors: nothing sent
+        if not link.alive:  # died since it was picked: this request never left
+            raise _not_sent(link.lost_error())
+        return sync, data
+
     def _roundtrip(self, link: Link, code: int, body: dict[int, Any] | None, deadline: float,
                    schema_version: int = 0, on_push: PushCallback | None = None,
                    on_push_ctx: Any = None) -> Frame:
         """Send one request on ``link`` and wait for its reply until ``deadline``."""
-        sync = link.next_sync()
-        data = self._encoder.frame(code, sync, body, schema_version)  # encode errors: nothing sent
+        sync, data = self._frame(link, code, body, schema_version)
         slot = ReplySlot(wants_pushes=on_push is not None)
-        if not link.alive:  # died since it was picked: this request never left
-            raise _not_sent(link.lost_error())
         link.register(sync, slot)
         link.send(data)
         push_handler = None
@@ -305,13 +299,19 @@ class Connection(CrudMixin):
                 on_push(frame.body.get(p.KEY_DATA), on_push_ctx)
         if not slot.wait(deadline - time.monotonic(), push_handler):
             if link.forget(sync):
-                raise RequestTimeoutError(0, f"{self.name}: no reply within the deadline "
-                                             f"(request type {code}, sync {sync})")
+                raise self._timed_out(code, sync)
             slot.wait_forever()
         if slot.error is not None:
             raise slot.error
         frame = slot.frame
         assert frame is not None  # a completed slot has a frame or an error
+        return self._checked(frame)
+
+    def _timed_out(self, code: int, sync: int) -> RequestTimeoutError:
+        return RequestTimeoutError(0, f"{self.name}: no reply within the deadline (request type {code}, sync {sync})")
+
+    def _checked(self, frame: Frame) -> Frame:
+        """A successful reply as it is; a server error raised as its DatabaseError class."""
         if frame.status >= p.STATUS_ERROR_FLAG:
             raise self._server_error(frame)
         return frame
@@ -328,26 +328,21 @@ class Connection(CrudMixin):
                 stack = None
         return DatabaseError.from_server(frame.error_code, message, stack)
 
-    def _request(self, code: int, body: dict[int, Any] | None, timeout: float | None = None,
-                 on_push: PushCallback | None = None, on_push_ctx: Any = None) -> Response:
+    def _perform(self, request: Request, timeout: float | None, on_push: PushCallback | None = None,
+                 on_push_ctx: Any = None) -> Response:
+        """Send ``request`` and wait for its reply; a request by name loads the schema first and is
+        re-sent once when the server says the schema changed (aio/engine.py: the same, awaited)."""
         deadline = self._deadline(timeout)
-        frame = self._roundtrip(self._live_link(deadline), code, body, deadline, 0, on_push, on_push_ctx)
-        return Response(frame)
-
-    def _request_by_name(self, code: int, build: Callable[[Schema | None], dict[int, Any]],
-                         uses_names: bool, timeout: float | None, on_push: PushCallback | None = None,
-                         on_push_ctx: Any = None) -> Response:
-        """A request whose body needs the schema when ``uses_names`` (resolved by ``build``)."""
-        deadline = self._deadline(timeout)
-        if not uses_names:
+        if not request.uses_names:
             link = self._live_link(deadline)
-            return Response(self._roundtrip(link, code, build(None), deadline, 0, on_push, on_push_ctx))
+            return Response(self._roundtrip(link, request.code, request.build(None), deadline, 0,
+                                            on_push, on_push_ctx))
         for attempt in range(2):
             link = self._live_link(deadline)
             try:
                 schema = self._current_schema(link, deadline)
                 try:
-                    body = build(schema)
+                    body = request.build(schema)
                 except SchemaError:
                     if attempt:
                         raise
@@ -356,7 +351,8 @@ class Connection(CrudMixin):
             except NetworkError as exc:  # failed while loading the schema: the request itself never left
                 raise _not_sent(exc) from exc
             try:
-                return Response(self._roundtrip(link, code, body, deadline, schema.version, on_push, on_push_ctx))
+                return Response(self._roundtrip(link, request.code, body, deadline, schema.version,
+                                                on_push, on_push_ctx))
             except WrongSchemaVersionError:
                 if attempt:
                     raise
@@ -365,16 +361,20 @@ class Connection(CrudMixin):
 
     # -- schema ----------------------------------------------------------------------
 
-    def _current_schema(self, link: Link, deadline: float) -> Schema:
+    def _loaded_schema(self) -> Schema | None:
+        """The cached schema, None when not loaded yet; SchemaError when names are off."""
         if not self.fetch_schema:
             raise SchemaError(0, "fetch_schema=False: refer to spaces, indexes and fields by number")
-        schema = self._schema
+        return self._schema
+
+    def _current_schema(self, link: Link, deadline: float) -> Schema:
+        schema = self._loaded_schema()
         if schema is None:
             schema = self._reload_schema(link, deadline, None)
         return schema
 
     def _reload_schema(self, link: Link, deadline: float, stale: Schema | None) -> Schema:
-        """Load the schema; concurrent callers share one load."""
+        """Load the schema; concurrent callers (threads, and event loops through a thread) share one load."""
         if not self._schema_lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
             raise RequestTimeoutError(0, f"{self.name}: schema load did not finish within the deadline")
         try:
@@ -397,27 +397,20 @@ class Connection(CrudMixin):
         """Forget the cached schema; the next request by name loads it again."""
         self._schema = None
 
-    # -- the compatible API -------------------------------------------------------------
+    # -- the compatible API (requests built in requests.py, shared with aio/) -----------------
 
     def ping(self, notime: bool = False, *, timeout: float | None = None) -> float | str:
         """Round trip in seconds, or ``"Success"`` when ``notime`` is true."""
         started = time.monotonic()
-        self._request(p.PING, None, timeout)
+        self._perform(rq.ping(), timeout)
         return "Success" if notime else time.monotonic() - started
 
     def select(self, space_name: str | int, key: Any = None, *, offset: int = 0,
                limit: int = p.SELECT_NO_LIMIT, index: str | int = 0, iterator: Any = None,
                on_push: PushCallback | None = None, on_push_ctx: Any = None,
                timeout: float | None = None) -> Response:
-        key_list = normalize_key(key, allow_none=True)
-        iterator_code = normalize_iterator(iterator, key_list)
-        check_count("offset", offset)
-        check_count("limit", limit)
-        return self._request_by_name(
-            p.SELECT,
-            lambda schema: p.select_body(space_id(schema, space_name), index_id(schema, space_name, index),
-                                         key_list, offset, limit, iterator_code),
-            names_used(space_name, index), timeout, on_push, on_push_ctx)
+        return self._perform(rq.select(space_name, key, offset, limit, index, iterator), timeout, on_push,
+                             on_push_ctx)
 
     def iterate(self, space_name: str | int, key: Any = None, *, index: str | int = 0, iterator: str = "GE",
                 batch_size: int = 1000, timeout: float | None = None) -> Iterator[Any]:
@@ -427,77 +420,46 @@ class Connection(CrudMixin):
 
     def insert(self, space_name: str | int, values: Sequence[Any], *, on_push: PushCallback | None = None,
                on_push_ctx: Any = None, timeout: float | None = None) -> Response:
-        return self._store(p.INSERT, space_name, values, on_push, on_push_ctx, timeout)
+        return self._perform(rq.insert(space_name, values), timeout, on_push, on_push_ctx)
 
     def replace(self, space_name: str | int, values: Sequence[Any], *, on_push: PushCallback | None = None,
                 on_push_ctx: Any = None, timeout: float | None = None) -> Response:
-        return self._store(p.REPLACE, space_name, values, on_push, on_push_ctx, timeout)
-
-    def _store(self, code: int, space_name: str | int, values: Sequence[Any], on_push: PushCallback | None,
-               on_push_ctx: Any, timeout: float | None) -> Response:
-        tuple_value = normalize_tuple(values)
-        return self._request_by_name(
-            code, lambda schema: p.insert_body(space_id(schema, space_name), tuple_value),
-            names_used(space_name), timeout, on_push, on_push_ctx)
+        return self._perform(rq.replace(space_name, values), timeout, on_push, on_push_ctx)
 
     def update(self, space_name: str | int, key: Any, op_list: Sequence[Any], *, index: str | int = 0,
                on_push: PushCallback | None = None, on_push_ctx: Any = None,
                timeout: float | None = None) -> Response:
-        key_list = normalize_key(key)
-        ops = normalize_ops(op_list)
-        return self._request_by_name(
-            p.UPDATE,
-            lambda schema: p.update_body(space_id(schema, space_name), index_id(schema, space_name, index),
-                                         key_list, resolve_ops(schema, space_name, ops)),
-            names_used(space_name, index) or ops_use_names(ops), timeout, on_push, on_push_ctx)
+        return self._perform(rq.update(space_name, key, op_list, index), timeout, on_push, on_push_ctx)
 
     def upsert(self, space_name: str | int, tuple_value: Sequence[Any], op_list: Sequence[Any], *,
                index: str | int = 0, on_push: PushCallback | None = None, on_push_ctx: Any = None,
                timeout: float | None = None) -> Response:
-        values = normalize_tuple(tuple_value)
-        ops = normalize_ops(op_list)
-        return self._request_by_name(
-            p.UPSERT,
-            lambda schema: p.upsert_body(space_id(schema, space_name), values,
-                                         resolve_ops(schema, space_name, ops)),
-            names_used(space_name) or ops_use_names(ops), timeout, on_push, on_push_ctx)
+        return self._perform(rq.upsert(space_name, tuple_value, op_list), timeout, on_push, on_push_ctx)
 
     def delete(self, space_name: str | int, key: Any, *, index: str | int = 0,
                on_push: PushCallback | None = None, on_push_ctx: Any = None,
                timeout: float | None = None) -> Response:
-        key_list = normalize_key(key)
-        return self._request_by_name(
-            p.DELETE,
-            lambda schema: p.delete_body(space_id(schema, space_name), index_id(schema, space_name, index),
-                                         key_list),
-            names_used(space_name, index), timeout, on_push, on_push_ctx)
+        return self._perform(rq.delete(space_name, key, index), timeout, on_push, on_push_ctx)
 
     def call(self, func_name: str, *args: Any, on_push: PushCallback | None = None, on_push_ctx: Any = None,
              timeout: float | None = None) -> Response:
         """CALL a Lua function; like tarantool-python, one list/tuple argument is the argument list."""
-        if not isinstance(func_name, str) or not func_name:
-            raise ValueError(f"func_name must be a non-empty string, got {func_name!r}")
-        code = p.CALL_16 if self.call_16 else p.CALL
-        return self._request(code, p.call_body(func_name, arguments(args)), timeout, on_push, on_push_ctx)
+        return self._perform(rq.call(func_name, args, self.call_16), timeout, on_push, on_push_ctx)
 
     def eval(self, expr: str, *args: Any, on_push: PushCallback | None = None, on_push_ctx: Any = None,
              timeout: float | None = None) -> Response:
-        if not isinstance(expr, str):
-            raise ValueError(f"expr must be a string of Lua code, got {type(expr).__name__}")
-        return self._request(p.EVAL, p.eval_body(expr, arguments(args)), timeout, on_push, on_push_ctx)
+        return self._perform(rq.eval(expr, args), timeout, on_push, on_push_ctx)
 
     def execute(self, query: str | int, params: Any = None, *, timeout: float | None = None) -> Response:
         """Run SQL: ``params`` is a list (``?`` placeholders) or a dict (``:name`` placeholders)."""
-        if not isinstance(query, (str, int)):
-            raise ValueError(f"query must be SQL text or a prepared statement id, got {type(query).__name__}")
-        return self._request(p.EXECUTE, p.execute_body(query, params), timeout)
+        return self._perform(rq.execute(query, params), timeout)
 
     def prepare(self, query: str, *, timeout: float | None = None) -> Response:
         """PREPARE an SQL statement; ``.stmt_id`` of the result executes it."""
-        return self._request(p.PREPARE, p.prepare_body(query), timeout)
+        return self._perform(rq.prepare(query), timeout)
 
     def unprepare(self, stmt_id: int, *, timeout: float | None = None) -> Response:
-        return self._request(p.PREPARE, p.prepare_body(int(stmt_id)), timeout)
+        return self._perform(rq.unprepare(stmt_id), timeout)
 
     def authenticate(self, user: str, password: str, *, timeout: float | None = None) -> None:
         """Authenticate the live connection as another user (also used after reconnects)."""

@@ -6,10 +6,15 @@ Rules:
 - A :class:`Link` is one physical connection.  Callers write their own
   request bytes (batched: whoever finds the outbox idle sends everything queued
   behind it in one ``sendall``); one reader thread per link decodes replies and
-  completes each caller's own :class:`ReplySlot`, looked up by sync.  A reply
-  can only reach the slot registered under its sync, a slot is completed
-  exactly once (whoever pops it from ``pending`` completes it), and a reply
-  for a slot whose caller gave up is dropped.
+  completes each caller's own slot, looked up by sync.  A reply can only reach
+  the slot registered under its sync, a slot is completed exactly once
+  (whoever pops it from ``pending`` completes it), and a reply for a slot
+  whose caller gave up is dropped.
+- Two kinds of slot, one contract (:class:`Slot`): a :class:`ReplySlot` wakes
+  a blocked caller thread; a :class:`CallbackSlot` (the asyncio path) calls
+  its callback from the thread that completes it (the reader, or whoever
+  loses the link), so the callback must be quick and must not block; an
+  exception in it is logged, never propagated into the reader.
 - When the link dies every pending slot fails at once with the cause; a link
   is never reused after that (a reconnect builds a new Link).
 """
@@ -25,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Protocol
 
 from .errors import ConnectionClosedError, Error, NetworkError, ProtocolError, SslError
 from .protocol import GREETING_SIZE, STATUS_CHUNK, Decoder, Frame, Greeting, parse_greeting
@@ -152,6 +157,16 @@ def read_greeting(sock: socket.socket, timeout: float, where: str) -> Greeting:
         raise ProtocolError(exc.code, f"{where}: {exc.message}") from exc
 
 
+class Slot(Protocol):
+    """What a Link completes: exactly one of ``complete``/``fail``, after any number of ``push``."""
+
+    def complete(self, frame: Frame) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+    def push(self, frame: Frame) -> None: ...
+
+
 class ReplySlot:
     """One caller's private place for its reply; completed exactly once.
 
@@ -206,6 +221,43 @@ class ReplySlot:
         self._done.acquire()
 
 
+ReplyCallback = Callable[[Optional[Frame], Optional[BaseException]], None]
+
+
+class CallbackSlot:
+    """A reply slot for a caller that does not wait: it reports to callbacks instead.
+
+    ``on_reply(frame, None)`` or ``on_reply(None, error)`` is called exactly
+    once, ``on_push(frame)`` for each out-of-band push before it, from the
+    thread that completes the slot (normally the link's reader).
+    """
+
+    __slots__ = ("_on_reply", "_on_push")
+
+    def __init__(self, on_reply: ReplyCallback, on_push: Callable[[Frame], None] | None = None) -> None:
+        self._on_reply = on_reply
+        self._on_push = on_push
+
+    def complete(self, frame: Frame) -> None:
+        self._report(frame, None)
+
+    def fail(self, error: BaseException) -> None:
+        self._report(None, error)
+
+    def push(self, frame: Frame) -> None:
+        if self._on_push is not None:
+            try:
+                self._on_push(frame)
+            except Exception:  # the reader must live on
+                log.exception("a push callback failed (sync %d)", frame.sync)
+
+    def _report(self, frame: Frame | None, error: BaseException | None) -> None:
+        try:
+            self._on_reply(frame, error)
+        except Exception:  # the reader must live on
+            log.exception("a reply callback failed")
+
+
 class Link:
     """One socket with a reader thread; requests pipelined, replies matched by sync."""
 
@@ -215,7 +267,7 @@ class Link:
         self.sock = sock
         self.greeting = greeting
         self.name = name
-        self.pending: dict[int, ReplySlot] = {}
+        self.pending: dict[int, Slot] = {}
         self.alive = True
         self.lost_reason: BaseException | None = None
         self._decoder = decoder
@@ -234,7 +286,7 @@ class Link:
     def next_sync(self) -> int:
         return next(self._syncs)
 
-    def register(self, sync: int, slot: ReplySlot) -> None:
+    def register(self, sync: int, slot: Slot) -> None:
         """Make ``slot`` the only receiver of the reply with this sync."""
         self.pending[sync] = slot
         if not self.alive:  # lost between the caller's check and now: do not wait for nothing
