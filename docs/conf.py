@@ -70,3 +70,4 @@ html_theme_options = {
     "sidebar_width": "240px",
 }
 html_static_path: list[str] = []
+

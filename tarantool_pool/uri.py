@@ -21,7 +21,7 @@ from .errors import ConfigurationError
 from .pool.config import check_seconds
 
 if TYPE_CHECKING:
-    from .pool import ConnectionPool
+    import tarantool_pool  # spelled out: tarantool_pool.aio has a ConnectionPool too
 
 UNIX_HOST = "unix/"
 ENV_PREFIX = "TARANTOOL_POOL_"
@@ -225,7 +225,7 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     return options
 
 
-def pool_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> ConnectionPool:
+def pool_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> tarantool_pool.ConnectionPool:
     """A ConnectionPool configured by ``TARANTOOL_POOL_*`` variables; keyword ``overrides`` win."""
     from .pool import ConnectionPool
 
