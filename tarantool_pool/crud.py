@@ -143,7 +143,9 @@ class CrudMethod(Generic[P, T]):
         self.arguments = arguments
         self.name = self.__name__ = arguments.__name__
         self.__doc__ = arguments.__doc__
-        self.signature = inspect.signature(arguments).replace(return_annotation=inspect.Signature.empty)
+        # The method's parameters are the declaration's; what it returns is what ``unwrap`` makes.
+        self.signature = inspect.signature(arguments).replace(
+            return_annotation=inspect.signature(unwrap).return_annotation)
         # Read from the class it is a function of (self, ...), as a method would be.
         self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
         self.__signature__ = self.signature.replace(parameters=[self_parameter, *self.signature.parameters.values()])
