@@ -17,6 +17,8 @@ Rules:
   exception in it is logged, never propagated into the reader.
 - When the link dies every pending slot fails at once with the cause; a link
   is never reused after that (a reconnect builds a new Link).
+- Whoever kills a link shuts its socket down; only the reader thread closes
+  it, as it exits (a descriptor closed under a blocked reader can be reused).
 """
 
 from __future__ import annotations
@@ -373,6 +375,8 @@ class Link:
                     self.lose(ProtocolError(exc.code, f"read from {self.name}: {exc.message}"))
                 else:
                     self.lose(translate_socket_error(exc, f"read from {self.name}"))
+        finally:
+            sock.close()  # only here: see lose()
 
     def _recv(self, sock: socket.socket) -> bytes:
         if self._tls_lock is None:
@@ -404,11 +408,13 @@ class Link:
                 slot.fail(self.lost_error())
         if self._idle_waiter is not None:
             self._idle_waiter.set()
+        # Shut down, never close, from here: the reader owns the descriptor and closes it as it
+        # exits.  Closed under a reader about to block in recv(), the descriptor's number could be
+        # reused by another socket at once, and that reader would wait on the stranger's socket.
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.sock.close()
         if self._on_lost is not None:
             try:
                 self._on_lost(self, reason)

@@ -19,8 +19,10 @@ import base64
 import logging
 import socket
 import struct
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -247,7 +249,10 @@ def no_thread_left_behind() -> Iterator[None]:
         if not left:
             return
         time.sleep(0.05)
-    pytest.fail(f"threads left running after close: {sorted(t.name for t in left)}")
+    frames = sys._current_frames()
+    stacks = "\n".join(f"--- {t.name}:\n" + "".join(traceback.format_stack(frames[t.ident]))
+                        for t in left if t.ident in frames)
+    pytest.fail(f"threads left running after close: {sorted(t.name for t in left)}\n{stacks}")
 
 
 @pytest.fixture
@@ -476,3 +481,39 @@ def test_pool_marks_a_misbehaving_member_unhealthy_and_keeps_serving_from_the_ot
         assert unit.state.status is Status.UNHEALTHY  # later refreshes keep it out
     finally:
         pool.close()
+
+
+def test_only_the_reader_closes_the_socket_so_its_descriptor_cannot_be_reused_under_it() -> None:
+    """A Link killed from another thread shuts its socket down and leaves closing it to the reader.
+
+    Were the closer to close the descriptor, a reader just about to block in recv() could find
+    that number reused by a new socket and wait on it (CI saw a reader outlive its pool's close()
+    that way).  We hold the reader inside a reply callback, kill the link from this thread, and
+    check that the descriptor stays ours until the reader has let go of it.
+    """
+    from tarantool_pool.protocol import Decoder, parse_greeting
+    from tarantool_pool.transport import CallbackSlot, Link
+
+    ours, server = socket.socketpair()
+    in_callback, release = threading.Event(), threading.Event()
+
+    def hold_the_reader(frame: Any, error: Any) -> None:
+        if frame is not None:
+            in_callback.set()
+            release.wait(10)
+
+    link = Link(ours, parse_greeting(greeting()), "socketpair", Decoder("utf-8"))
+    try:
+        link.register(1, CallbackSlot(hold_the_reader))
+        server.sendall(reply(1, {0x30: [1]}))
+        assert in_callback.wait(5), "the reader never delivered the reply"
+        link.lose(ConnectionError("killed by the test"))
+        assert not link.alive
+        assert ours.fileno() != -1, "closed by a thread other than the reader"
+        assert server.recv(1) == b"", "the peer must see the shutdown at once"
+    finally:
+        release.set()
+        link.close()
+        server.close()
+    assert not link._reader.is_alive()
+    assert ours.fileno() == -1, "the reader did not close the socket as it exited"
