@@ -97,7 +97,7 @@ def reply_ok(workload: str, args: Any, reply: Any) -> bool | None:
     return None
 
 
-# -- the thread runner (every client but asynctnt) ---------------------------------------
+# -- the thread runner (every client but the asyncio ones) ---------------------------------------
 
 def thread_worker(worker: int, workload: str, request: Callable[[Any], Any], keys: int, seed: int,
                   window: type[Window], tally: Tally) -> None:
@@ -152,16 +152,57 @@ def run_threads(spec: dict[str, Any], requests: list[Callable[[Any], Any]]) -> d
     return result
 
 
-# -- the asyncio runner (asynctnt) ------------------------------------------------------
+# -- the asyncio runner (asynctnt, tarantool_pool.aio) ---------------------------------------
 
-def run_asynctnt(spec: dict[str, Any]) -> dict[str, Any]:
+AsyncRequest = Callable[[Any], Any]  # args -> awaitable reply
+
+
+async def open_asynctnt(spec: dict[str, Any]) -> tuple[AsyncRequest, Callable[[], Any]]:
+    """asynctnt: one connection to the master, shared by every task."""
+    import asynctnt
+
+    master = spec["master"]
+    conn = asynctnt.Connection(host=master["host"], port=master["port"], username=spec["user"],
+                               password=spec["password"], encoding="utf-8")
+    await conn.connect()
+    workload = spec["workload"]
+    if workload == "select":
+        def request(key: Any) -> Any:
+            return conn.select(SPACE, [key])
+    elif workload == "replace":
+        def request(values: Any) -> Any:
+            return conn.replace(SPACE, values)
+    elif workload == "call":
+        def request(args: Any) -> Any:
+            return conn.call("echo", args)
+    else:
+        def request(_: Any) -> Any:
+            return conn.ping()
+    return request, conn.disconnect
+
+
+async def open_aio_pool(spec: dict[str, Any]) -> tuple[AsyncRequest, Callable[[], Any]]:
+    """tarantool_pool.aio.ConnectionPool over every instance, shared by every task (one loop)."""
     import asyncio
 
-    import asynctnt
+    from tarantool_pool import aio
+
+    pool = aio.ConnectionPool(spec["addrs"], user=spec["user"], password=spec["password"])
+    await asyncio.to_thread(wait_all_up, lambda: pool.sync.describe().count(" down") == 0, pool.sync.describe)
+    read_mode = getattr(aio.Mode, spec["read_mode"])
+    return _pool_request(pool, spec["workload"], read_mode), pool.close
+
+
+ASYNC_CLIENTS = {"asynctnt": open_asynctnt, "tarantool_pool.aio.ConnectionPool": open_aio_pool}
+
+
+def run_async(spec: dict[str, Any]) -> dict[str, Any]:
+    """N asyncio tasks on one event loop (the default loop, no uvloop) sharing one client."""
+    import asyncio
 
     workload, keys = spec["workload"], spec["keys"]
 
-    async def worker(conn: Any, number: int, window: type[Window], tally: Tally) -> None:
+    async def worker(request: AsyncRequest, number: int, window: type[Window], tally: Tally) -> None:
         rng = random.Random(spec["seed"] * 1000 + number)
         perf = time.perf_counter_ns
         latencies = tally.latencies
@@ -171,14 +212,7 @@ def run_asynctnt(spec: dict[str, Any]) -> dict[str, Any]:
             args = make_args(workload, number, seq, rng, keys)
             started = perf()
             try:
-                if workload == "select":
-                    reply = await conn.select(SPACE, [args])
-                elif workload == "replace":
-                    reply = await conn.replace(SPACE, args)
-                elif workload == "call":
-                    reply = await conn.call("echo", args)
-                else:
-                    reply = await conn.ping()
+                reply = await request(args)
             except Exception as exc:
                 if window.measuring:
                     tally.error(exc)
@@ -191,13 +225,11 @@ def run_asynctnt(spec: dict[str, Any]) -> dict[str, Any]:
                     tally.mismatches += 1
 
     async def main() -> dict[str, Any]:
-        master = spec["master"]
-        conn = asynctnt.Connection(host=master["host"], port=master["port"], username=spec["user"],
-                                   password=spec["password"], encoding="utf-8")
-        await conn.connect()
+        request, close = await ASYNC_CLIENTS[spec["client"]](spec)
         window = type("CellWindow", (Window,), {})
         tallies = [Tally() for _ in range(spec["concurrency"])]
-        tasks = [asyncio.ensure_future(worker(conn, number, window, tally)) for number, tally in enumerate(tallies)]
+        tasks = [asyncio.ensure_future(worker(request, number, window, tally))
+                 for number, tally in enumerate(tallies)]
         await asyncio.sleep(spec["warmup"])
         usage_before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         window.measuring = True
@@ -212,7 +244,9 @@ def run_asynctnt(spec: dict[str, Any]) -> dict[str, Any]:
         if hung:
             result["errors"] += len(hung)
             result["error_samples"].append(f"{len(hung)} task(s) still blocked {STOP_GRACE:.0f} s after the window")
-        conn.close()
+        closed = close()
+        if asyncio.iscoroutine(closed):
+            await closed
         return result
 
     return asyncio.run(main())
@@ -395,8 +429,8 @@ def figures(spec: dict[str, Any], tallies: list[Tally], elapsed: float, before: 
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
-    if spec["client"] == "asynctnt":
-        return run_asynctnt(spec)
+    if spec["client"] in ASYNC_CLIENTS:
+        return run_async(spec)
     requests, close = THREAD_CLIENTS[spec["client"]](spec)
     try:
         return run_threads(spec, requests)

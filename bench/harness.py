@@ -58,6 +58,8 @@ CLIENTS: tuple[Client, ...] = (
     Client("tp-pool-ro", "tarantool_pool ConnectionPool (reads PREFER_RO)", "tarantool_pool.ConnectionPool",
            read_mode="PREFER_RO", ours=True, workloads=("ping", "select", "call")),  # replace is RW either way
     Client("tp-conn", "tarantool_pool Connection (master)", "tarantool_pool.Connection", ours=True),
+    Client("tp-aio", "tarantool_pool aio.ConnectionPool, N tasks on 1 loop (reads ANY)",
+           "tarantool_pool.aio.ConnectionPool", ours=True),
     Client("tt-pool", "tarantool-python ConnectionPool (reads ANY)", "tarantool.ConnectionPool", package="tarantool"),
     Client("tt-conn", "tarantool-python Connection, one per thread (master)", "tarantool.Connection",
            package="tarantool"),

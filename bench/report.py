@@ -83,13 +83,14 @@ def targets(summary: Summary, concurrencies: set[int]) -> list[dict[str, Any]]:
             return
         ratio, basis = _ratio(summary, figure, OURS, peer, workload, concurrency)
         info, _ = _ratio(summary, figure, "tp-pool-ro", peer, workload, concurrency)
+        aio, _ = _ratio(summary, figure, "tp-aio", peer, workload, concurrency)
         if ratio is None:
             verdict = "NOT MEASURED"
         else:
             verdict = "PASS" if (ratio >= bound if at_least else ratio <= bound) else "FAIL"
         lines.append({"target": name, "workload": workload, "concurrency": concurrency, "ratio": ratio,
                       "basis": basis, "bound": f"{'≥' if at_least else '≤'} {bound:g}x", "verdict": verdict,
-                      "prefer_ro_ratio": info})
+                      "prefer_ro_ratio": info, "aio_ratio": aio})
 
     for workload in TARGET_WORKLOADS:
         for concurrency in (16, 64):
@@ -133,7 +134,7 @@ def chart(summary: Summary, path: Path, title: str) -> None:
     figure, axes = plt.subplots(rows, columns, figsize=(6.4 * columns, 4.6 * rows), squeeze=False)
     styles = {
         "tp-pool": ("tab:blue", "o", "-"), "tp-pool-ro": ("tab:cyan", "o", "--"),
-        "tp-conn": ("tab:green", "s", "-"), "tt-pool": ("tab:red", "v", "-"),
+        "tp-conn": ("tab:green", "s", "-"), "tp-aio": ("tab:olive", "*", "-"), "tt-pool": ("tab:red", "v", "-"),
         "tt-conn": ("tab:orange", "^", "-"), "asynctnt": ("tab:purple", "D", "-"),
         "netbox": ("black", "x", ":"), "floor": ("gray", "+", "-."),
     }
@@ -240,15 +241,17 @@ def results_markdown(run: dict[str, Any], summary: Summary) -> str:
 
     add("## Targets\n")
     add("Ratios of medians from this run, tarantool_pool `ConnectionPool` reading in mode ANY (the default "
-        "read mode) against each peer; the PREFER_RO column is for information only.\n")
-    add("| target | workload | concurrency | measured | ratio | bound | verdict | (PREFER_RO) |")
-    add("|---|---|---|---|---|---|---|---|")
+        "read mode) against each peer.  For information only: the same ratio for the pool reading PREFER_RO, "
+        "and for the asyncio facade `tarantool_pool.aio.ConnectionPool` (reads ANY, N tasks on one loop).\n")
+    add("| target | workload | concurrency | measured | ratio | bound | verdict | (PREFER_RO) | (aio) |")
+    add("|---|---|---|---|---|---|---|---|---|")
     target_lines = targets(summary, set(concurrencies))
     for line in target_lines:
         ratio = "–" if line["ratio"] is None else f"{line['ratio']:.2f}x"
         info = "–" if line["prefer_ro_ratio"] is None else f"{line['prefer_ro_ratio']:.2f}x"
+        aio = "–" if line["aio_ratio"] is None else f"{line['aio_ratio']:.2f}x"
         add(f"| {line['target']} | {line['workload']} | {line['concurrency']} | {line['basis']} | {ratio} | "
-            f"{line['bound']} | **{line['verdict']}** | {info} |")
+            f"{line['bound']} | **{line['verdict']}** | {info} | {aio} |")
     check = correctness(summary)
     add("")
     add("Verdict lines:\n")

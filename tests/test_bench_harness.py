@@ -38,7 +38,7 @@ import harness  # noqa: E402
 KEYS = 200  # rows prefilled for select: enough for the check, quick to write
 TINY = {"duration": 0.3, "warmup": 0.1, "keys": KEYS}
 # Clients that never hand a reply to the wrong caller.
-NO_MISMATCH = {"tp-pool", "tp-pool-ro", "tp-conn", "tt-conn", "asynctnt", "netbox", "floor"}
+NO_MISMATCH = {"tp-pool", "tp-pool-ro", "tp-conn", "tp-aio", "tt-conn", "asynctnt", "netbox", "floor"}
 
 _venv_versions: dict[str, str | None] | None = None
 
