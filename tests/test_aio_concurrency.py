@@ -28,6 +28,7 @@ from tarantool_pool.errors import (
     RequestTimeoutError,
     UnknownOutcomeTimeoutError,
 )
+from tarantool_pool.pool import EventKind
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaked_readers")]
 
@@ -267,10 +268,14 @@ def test_a_request_past_its_deadline_raises_and_its_late_reply_goes_nowhere(
 def test_pool_deadlines_raise_the_same_errors_as_the_sync_pool(
         sync_and_aio: tuple[ConnectionPool, aio.ConnectionPool]) -> None:
     sync_pool, pool = sync_and_aio
+    unknown: list[str] = []
+    sync_pool.add_listener(lambda event: unknown.append(event.instance)
+                           if event.kind is EventKind.UNKNOWN_OUTCOME else None)
     with pytest.raises(UnknownOutcomeTimeoutError):  # a call is not idempotent: its outcome is unknown
         sync_pool.call("sleep", 1.5, mode=Mode.RW, timeout=0.2)
     with pytest.raises(UnknownOutcomeTimeoutError):
         run(pool.call("sleep", 1.5, mode=Mode.RW, timeout=0.2))
+    assert len(unknown) == 2, unknown  # both paths tell the listeners (and so the metrics)
     with pytest.raises(RequestTimeoutError) as sync_read:  # a read: retried while its deadline allows
         sync_pool.call("sleep", 1.5, mode=Mode.ANY, timeout=0.2, idempotent=True)
     with pytest.raises(RequestTimeoutError) as async_read:

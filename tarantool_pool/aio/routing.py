@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import tenacity
 
 from ..connection import Connection
-from ..errors import DatabaseError, PoolClosedError, PoolTopologyError, ReadOnlyError, RequestTimeoutError
-from ..pool.failover import EventKind, PoolEvent, Verdict, classify, retrying, unknown_outcome
+from ..errors import DatabaseError, PoolClosedError, PoolTopologyError
+from ..pool.failover import EventKind, PoolEvent, retrying
 from ..pool.routing import _LAG_MODES
 from ..pool.strategy import Mode
 from ..pool.unit import PoolUnit
@@ -114,14 +114,9 @@ class Router:
         try:
             return await self._attempt(unit, send)
         except DatabaseError as error:
-            if self.closed:  # close() failed it: say so, whatever the request was
+            if self.closing:  # the aio close() began before the sync pool's flag is set
                 raise PoolClosedError("the pool is closed") from error
-            verdict = classify(error, is_read)
-            if verdict is Verdict.UNKNOWN_OUTCOME:
-                raise unknown_outcome(error, unit.name) from error
-            if verdict is not Verdict.RETRY or pool.max_retries <= 0 or time.monotonic() >= deadline:
-                raise
-            pool._note_retry(unit, error, 1)
+            pool._judge_first_failure(error, unit, is_read, deadline)
         return await self._retry(mode, send, wait, lag, unit)
 
     async def _retry(self, mode: Mode, send: _Send, wait: float, lag: float | None, failed: PoolUnit) -> Response:
@@ -145,44 +140,23 @@ class Router:
                 try:
                     return await self._attempt(unit, send)
                 except DatabaseError as error:
-                    if self.closed:
+                    if self.closing:
                         raise PoolClosedError("the pool is closed") from error
-                    if classify(error, send.is_read) is Verdict.UNKNOWN_OUTCOME:
-                        raise unknown_outcome(error, unit.name) from error
+                    pool._judge_retry_failure(error, unit, send.is_read)
                     raise
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def _attempt(self, unit: PoolUnit, send: _Send) -> Response:
-        """RoutingMixin._attempt, awaited: the same counters, refresh requests and slow-request events."""
+        """RoutingMixin._attempt, awaited: the same bookkeeping (the sync pool's own methods)."""
         pool = self.pool
-        started = time.monotonic()
-        remaining = send.deadline - started
-        if remaining <= 0:
-            error = RequestTimeoutError(0, f"{unit.name}: the request's deadline passed before it was sent")
-            error.request_sent = False
-            raise error
-        if send.is_read and pool.read_attempt_timeout is not None:
-            remaining = min(remaining, pool.read_attempt_timeout)
-        unit.requests += 1
+        started, remaining = pool._begin_attempt(unit, send.deadline, send.is_read)
         try:
             return await perform(unit.conn, send.make(unit.conn), remaining, send.on_push, send.on_push_ctx)
         except DatabaseError as error:
-            unit.errors += 1
-            if isinstance(error, RequestTimeoutError):
-                unit.timeouts += 1
-            if isinstance(error, ReadOnlyError):  # the master moved: look at every unit to find where to
-                unit.note_read_only()
-                for known in pool.pool.values():
-                    known.request_refresh()
-            elif classify(error, True) is Verdict.RETRY:  # died, froze or still loading: look again now
-                unit.request_refresh()
+            pool._attempt_failed(unit, error)
             raise
         finally:
-            threshold = pool.slow_request_threshold
-            if threshold is not None:
-                elapsed = time.monotonic() - started
-                if elapsed >= threshold:
-                    pool.listeners.emit(EventKind.SLOW_REQUEST, unit.name, method=send.method, seconds=elapsed)
+            pool._attempt_ended(unit, send.method, started)
 
     async def select(self, mode: Mode, until: float, max_lag: float | None, avoid: Any) -> PoolUnit:
         """A unit that fits ``mode``, awaiting one until ``until``; PoolTopologyError after that."""

@@ -62,14 +62,7 @@ class RoutingMixin:
         try:
             return self._attempt(unit, method, args, kwargs, deadline, is_read)
         except DatabaseError as error:
-            if self._closed:  # close() failed it: say so, whatever the request was
-                raise PoolClosedError("the pool is closed") from error
-            verdict = classify(error, is_read)
-            if verdict is Verdict.UNKNOWN_OUTCOME:
-                raise self._unknown_outcome(error, unit) from error
-            if verdict is not Verdict.RETRY or self.max_retries <= 0 or time.monotonic() >= deadline:
-                raise
-            self._note_retry(unit, error, 1)
+            self._judge_first_failure(error, unit, is_read, deadline)
         return self._retry(mode, method, args, kwargs, deadline, wait, lag, is_read, unit)
 
     def _retry(self, mode: Mode, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], deadline: float,
@@ -91,12 +84,29 @@ class RoutingMixin:
                 try:
                     return self._attempt(unit, method, args, kwargs, deadline, is_read)
                 except DatabaseError as error:
-                    if self._closed:
-                        raise PoolClosedError("the pool is closed") from error
-                    if classify(error, is_read) is Verdict.UNKNOWN_OUTCOME:
-                        raise self._unknown_outcome(error, unit) from error
+                    self._judge_retry_failure(error, unit, is_read)
                     raise
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    # -- judging a failed attempt (shared with the asyncio router, aio/routing.py) ----------
+
+    def _judge_first_failure(self, error: DatabaseError, unit: PoolUnit, is_read: bool, deadline: float) -> None:
+        """Raise what the caller must see, or return when the request should be retried elsewhere."""
+        if self._closed:  # close() failed it: say so, whatever the request was
+            raise PoolClosedError("the pool is closed") from error
+        verdict = classify(error, is_read)
+        if verdict is Verdict.UNKNOWN_OUTCOME:
+            raise self._unknown_outcome(error, unit) from error
+        if verdict is not Verdict.RETRY or self.max_retries <= 0 or time.monotonic() >= deadline:
+            raise error
+        self._note_retry(unit, error, 1)
+
+    def _judge_retry_failure(self, error: DatabaseError, unit: PoolUnit, is_read: bool) -> None:
+        """Inside the retry loop: raise the closed/unknown-outcome error; else return (tenacity decides)."""
+        if self._closed:
+            raise PoolClosedError("the pool is closed") from error
+        if classify(error, is_read) is Verdict.UNKNOWN_OUTCOME:
+            raise self._unknown_outcome(error, unit) from error
 
     def _unknown_outcome(self, error: DatabaseError, unit: PoolUnit) -> DatabaseError:
         wrapped = unknown_outcome(error, unit.name)
@@ -110,6 +120,19 @@ class RoutingMixin:
 
     def _attempt(self, unit: PoolUnit, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                  deadline: float, is_read: bool) -> Any:
+        started, kwargs["timeout"] = self._begin_attempt(unit, deadline, is_read)
+        try:
+            return getattr(unit.conn, method)(*args, **kwargs)
+        except DatabaseError as error:
+            self._attempt_failed(unit, error)
+            raise
+        finally:
+            self._attempt_ended(unit, method, started)
+
+    # -- one attempt's bookkeeping (shared with the asyncio router, aio/routing.py) --------
+
+    def _begin_attempt(self, unit: PoolUnit, deadline: float, is_read: bool) -> tuple[float, float]:
+        """Count the attempt; (its start, its time budget).  A deadline already passed: not sent."""
         started = time.monotonic()
         remaining = deadline - started
         if remaining <= 0:
@@ -118,27 +141,27 @@ class RoutingMixin:
             raise error
         if is_read and self.read_attempt_timeout is not None:
             remaining = min(remaining, self.read_attempt_timeout)
-        kwargs["timeout"] = remaining
         unit.requests += 1
-        try:
-            return getattr(unit.conn, method)(*args, **kwargs)
-        except DatabaseError as error:
-            unit.errors += 1
-            if isinstance(error, RequestTimeoutError):
-                unit.timeouts += 1
-            if isinstance(error, ReadOnlyError):  # the master moved: look at every unit to find where to
-                unit.note_read_only()  # the server said so: no retry may come back here meanwhile
-                for known in self.pool.values():
-                    known.request_refresh()
-            elif classify(error, True) is Verdict.RETRY:  # died, froze or still loading: look again now
-                unit.request_refresh()
-            raise
-        finally:
-            threshold = self.slow_request_threshold
-            if threshold is not None:
-                elapsed = time.monotonic() - started
-                if elapsed >= threshold:
-                    self.listeners.emit(EventKind.SLOW_REQUEST, unit.name, method=method, seconds=elapsed)
+        return started, remaining
+
+    def _attempt_failed(self, unit: PoolUnit, error: DatabaseError) -> None:
+        """Count the failure and look again at once where it says the topology may have moved."""
+        unit.errors += 1
+        if isinstance(error, RequestTimeoutError):
+            unit.timeouts += 1
+        if isinstance(error, ReadOnlyError):  # the master moved: look at every unit to find where to
+            unit.note_read_only()  # the server said so: no retry may come back here meanwhile
+            for known in self.pool.values():
+                known.request_refresh()
+        elif classify(error, True) is Verdict.RETRY:  # died, froze or still loading: look again now
+            unit.request_refresh()
+
+    def _attempt_ended(self, unit: PoolUnit, method: str, started: float) -> None:
+        threshold = self.slow_request_threshold
+        if threshold is not None:
+            elapsed = time.monotonic() - started
+            if elapsed >= threshold:
+                self.listeners.emit(EventKind.SLOW_REQUEST, unit.name, method=method, seconds=elapsed)
 
     # -- selection ---------------------------------------------------------------------
 
