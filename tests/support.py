@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
 
 from tarantool_pool import Connection
 
@@ -48,3 +53,22 @@ class ThreadGroup:
         for thread in self.threads:
             thread.join(self.join_timeout)
         assert not any(thread.is_alive() for thread in self.threads), f"a {self.name} thread hung"
+
+
+T = TypeVar("T")
+
+
+def run(awaitable: Awaitable[T], timeout: float = 120.0) -> T:
+    """Run ``awaitable`` in a new event loop, failing the test if it takes longer than ``timeout``."""
+    async def bounded() -> T:
+        return await asyncio.wait_for(awaitable, timeout)
+    return asyncio.run(bounded())
+
+
+async def until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> None:
+    """Readiness: poll ``predicate`` (without blocking the loop) until it holds; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not true within {timeout} s")
+        await asyncio.sleep(interval)

@@ -16,12 +16,13 @@ import itertools
 import json
 import os
 import random
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgpack
 import pytest
 from cluster import Cluster
+from support import run
 
 from tarantool_pool import Connection, ConnectionPool, CrudResult, Mode, Response, aio
 from tarantool_pool import protocol as p
@@ -36,7 +37,6 @@ from tarantool_pool.errors import (
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaked_readers")]
 
-T = TypeVar("T")
 
 # test_int / developers primary keys private to this module.
 _keys = itertools.count(random.SystemRandom().randrange(3 * 10**12, 4 * 10**12, 10**7))
@@ -44,13 +44,6 @@ _keys = itertools.count(random.SystemRandom().randrange(3 * 10**12, 4 * 10**12, 
 
 def new_key() -> int:
     return next(_keys)
-
-
-def run(awaitable: Awaitable[T], timeout: float = 60.0) -> T:
-    """Run ``awaitable`` in a new event loop, failing the test if it takes longer than ``timeout``."""
-    async def bounded() -> T:
-        return await asyncio.wait_for(awaitable, timeout)
-    return asyncio.run(bounded())
 
 
 @pytest.fixture(scope="module")

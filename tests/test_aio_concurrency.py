@@ -16,11 +16,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from cluster import Cluster
+from support import run, until
 
 from tarantool_pool import ConnectionPool, Mode, aio
 from tarantool_pool.errors import (
@@ -32,26 +33,9 @@ from tarantool_pool.pool import EventKind
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaked_readers")]
 
-T = TypeVar("T")
 
 HELD = "local gate = rawget(_G, (...)) if gate ~= nil then gate:get(20) end return select(2, ...)"
 _gates = itertools.count(random.SystemRandom().randrange(10**6))
-
-
-def run(awaitable: Awaitable[T], timeout: float = 60.0) -> T:
-    """Run ``awaitable`` in a new event loop, failing the test if it takes longer than ``timeout``."""
-    async def bounded() -> T:
-        return await asyncio.wait_for(awaitable, timeout)
-    return asyncio.run(bounded())
-
-
-async def until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
-    """Readiness: poll ``predicate`` (without blocking the loop) until it holds; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not true within {timeout} s")
-        await asyncio.sleep(0.005)
 
 
 def pool_threads() -> set[threading.Thread]:

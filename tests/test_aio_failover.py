@@ -13,12 +13,11 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from cluster import Cluster
-from support import connect
+from support import connect, run, until
 
 from tarantool_pool import Mode, aio
 from tarantool_pool.errors import NetworkError, PoolTopologyError
@@ -26,29 +25,12 @@ from tarantool_pool.pool.strategy import role_of
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("no_leaked_readers")]
 
-T = TypeVar("T")
 
 _keys = itertools.count(random.SystemRandom().randrange(5 * 10**12, 6 * 10**12, 10**7))
 
 
 def new_key() -> int:
     return next(_keys)
-
-
-def run(awaitable: Awaitable[T], timeout: float = 120.0) -> T:
-    """Run ``awaitable`` in a new event loop, failing the test if it takes longer than ``timeout``."""
-    async def bounded() -> T:
-        return await asyncio.wait_for(awaitable, timeout)
-    return asyncio.run(bounded())
-
-
-async def until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
-    """Readiness: poll ``predicate`` (without blocking the loop) until it holds; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not true within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 def role(pool: aio.ConnectionPool, cluster: Cluster, name: str) -> str:
