@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -80,3 +80,28 @@ def conn(cluster: Cluster) -> Iterator[Any]:
         yield connection
     finally:
         connection.close()
+
+
+@pytest.fixture
+def make_pool(cluster: Cluster) -> Iterator[Callable[..., Any]]:
+    """Factory ``make_pool(where=None, **kwargs)`` of ConnectionPools as the test user, closed after the test.
+
+    ``where``: None for every instance, or a sequence of instance names
+    ("inst1", ...) and/or ``{"host": ..., "port": ...}`` dicts.
+    """
+    from tarantool_pool import ConnectionPool
+
+    pools: list[Any] = []
+
+    def make(where: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("user", cluster.user)
+        kwargs.setdefault("password", cluster.password)
+        addrs = cluster.addrs() if where is None else [
+            cluster.instances[entry].addr if isinstance(entry, str) else entry for entry in where]
+        pool = ConnectionPool(addrs, **kwargs)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()

@@ -9,8 +9,15 @@ from typing import Any
 import pytest
 
 import tarantool_pool
-from tarantool_pool import (ConnectionPool, DatabaseError, InterfaceError, Mode, ModeBoundPool, PoolSession,
-                            PoolTopologyError)
+from tarantool_pool import (
+    ConnectionPool,
+    DatabaseError,
+    InterfaceError,
+    Mode,
+    ModeBoundPool,
+    PoolSession,
+    PoolTopologyError,
+)
 
 
 @pytest.fixture(autouse=True)

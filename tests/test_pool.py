@@ -14,7 +14,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -63,21 +63,6 @@ def unused_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def make_pool(cluster: Cluster) -> Iterator[Callable[..., ConnectionPool]]:
-    """Factory: ``make_pool(addrs=None, **kwargs)``; every pool is closed afterwards."""
-    pools: list[ConnectionPool] = []
-
-    def make(addrs: list[dict[str, Any]] | None = None, **kwargs: Any) -> ConnectionPool:
-        kwargs.setdefault("user", cluster.user)
-        kwargs.setdefault("password", cluster.password)
-        pool = ConnectionPool(cluster.addrs() if addrs is None else addrs, **kwargs)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.close()
 
 
 def who(pool: ConnectionPool, mode: Any) -> str:

@@ -11,11 +11,10 @@ import resource
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cluster import Cluster
 
 from tarantool_pool.connection_pool import ConnectionPool, Mode
 from tarantool_pool.errors import PoolClosedError
@@ -24,21 +23,6 @@ THREADS = 64
 CALLS_PER_THREAD = 500
 
 
-@pytest.fixture
-def make_pool(cluster: Cluster) -> Iterator[Callable[..., ConnectionPool]]:
-    """Factory: ``make_pool(**kwargs)`` over the three instances; pools are closed afterwards."""
-    pools: list[ConnectionPool] = []
-
-    def make(**kwargs: Any) -> ConnectionPool:
-        kwargs.setdefault("user", cluster.user)
-        kwargs.setdefault("password", cluster.password)
-        pool = ConnectionPool(cluster.addrs(), **kwargs)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.close()
 
 
 def cpu_seconds() -> float:

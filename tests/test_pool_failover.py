@@ -64,21 +64,6 @@ def pool_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name.startswith("tarantool_pool-")}
 
 
-@pytest.fixture
-def make_pool(cluster: Cluster) -> Iterator[Callable[..., ConnectionPool]]:
-    """Factory: ``make_pool(names=NAMES, **kwargs)``; every pool is closed afterwards."""
-    pools: list[ConnectionPool] = []
-
-    def make(names: tuple[str, ...] = NAMES, **kwargs: Any) -> ConnectionPool:
-        kwargs.setdefault("user", cluster.user)
-        kwargs.setdefault("password", cluster.password)
-        pool = ConnectionPool([cluster.instances[name].addr for name in names], **kwargs)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.close()
 
 
 class Units:

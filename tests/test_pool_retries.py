@@ -31,7 +31,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import test_pool_failover
 from cluster import Cluster
 from support import ThreadGroup
 from test_pool_failover import Units, new_key, wait_for, who
@@ -50,7 +49,6 @@ from tarantool_pool.pool import EventKind, PoolEvent, PoolUnit
 
 pytestmark = pytest.mark.timeout(120)
 
-make_pool = test_pool_failover.make_pool  # the fixture: ``make_pool(names=NAMES, **kwargs)``, closed afterwards
 
 
 class Events:

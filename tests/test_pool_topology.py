@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import test_pool_failover
 from cluster import Cluster
 from support import ThreadGroup
 from test_pool_failover import Units, new_key, wait_for, who
@@ -37,7 +36,6 @@ from tarantool_pool.pool import EventKind, PoolEvent
 
 pytestmark = pytest.mark.timeout(120)
 
-make_pool = test_pool_failover.make_pool  # the fixture: ``make_pool(names=NAMES, **kwargs)``, closed afterwards
 
 
 def calls_served(cluster: Cluster, name: str) -> int:

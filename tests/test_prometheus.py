@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,23 +61,16 @@ def registry() -> Any:
 
 
 @pytest.fixture
-def make_pool(cluster: Cluster) -> Iterator[Callable[..., ConnectionPool]]:
-    """Factory of pools over the three instances, each ready (a master known, every instance up); closed after."""
-    pools: list[ConnectionPool] = []
-
+def make_pool(make_pool: Callable[..., ConnectionPool]) -> Callable[..., ConnectionPool]:
+    """conftest's factory, each pool ready (a master known, every instance up) before it is handed out."""
     def make(**kwargs: Any) -> ConnectionPool:
-        kwargs.setdefault("user", cluster.user)
-        kwargs.setdefault("password", cluster.password)
-        pool = ConnectionPool(cluster.addrs(), **kwargs)
-        pools.append(pool)
+        pool = make_pool(**kwargs)
         pool.wait(Mode.RW, timeout=30)
         wait_for(lambda: all(row["role"] != "down" for row in pool.get_stats()["instances"].values()), 30,
                  "every instance up in the pool")
         return pool
 
-    yield make
-    for pool in pools:
-        pool.close()
+    return make
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> None:
