@@ -21,6 +21,7 @@ import sys
 from typing import (
     TYPE_CHECKING,
     Any,
+    AsyncIterator,
     Callable,
     Coroutine,
     Dict,
@@ -40,7 +41,7 @@ from .errors import (
     DatabaseError,
     NoSuchProcedureError,
 )
-from .streaming import iterate_crud
+from .streaming import adrive, crud_pager, iterate_crud
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec
@@ -329,6 +330,12 @@ class AsyncCrudMixin(CrudMethods):
 
     async def _acrud_call(self, function: str, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
         raise NotImplementedError  # pragma: no cover - provided by the class using the mixin
+
+    def crud_iterate(self, space_name: str, conditions: Any = None, *, batch_size: int = 1000,
+                     opts: dict[str, Any] | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        """``async for row in x.crud_iterate(...)``: the rows of a crud select page by page (streaming.py)."""
+        pager = crud_pager(space_name, conditions, batch_size=batch_size, opts=opts, kwargs=kwargs)
+        return adrive(pager, self.crud_select)
 
     def _bind_crud(self, method: CrudMethod[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:
         async def crud(*args: P.args, **kwargs: P.kwargs) -> T:

@@ -22,11 +22,17 @@ Rules:
   is read, and an index that cannot be paged by key raises ValueError then.
 - Each page is one request: through a pool every page is routed on its own
   (``mode``), so pages of one iteration may come from different replicas.
+- The paging logic is sans-IO: a *pager* generator yields :class:`Fetch`
+  (a request to make; the page is sent back into it) and :class:`Emit` (a
+  row for the caller).  :func:`drive` runs a pager with a blocking select,
+  :func:`adrive` with an awaitable one, so the sync and asyncio APIs share
+  every rule above.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Iterator, Union
 
 import msgpack
 
@@ -42,6 +48,54 @@ DESCENDING = frozenset({"REQ", "LE", "LT"})
 PAGEABLE_ITERATORS = ASCENDING | DESCENDING
 _VSPACE_BY_NAME = 2
 _VINDEX_BY_NAME = 2
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Make this request (``function(*args, **kwargs)``) and send its rows back into the pager."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Hand ``row`` to the caller."""
+
+    row: Any
+
+
+Pager = Generator[Union[Fetch, Emit], Any, None]
+
+
+def drive(pager: Pager, function: Callable[..., Any]) -> Iterator[Any]:
+    """Run ``pager`` with a blocking ``function`` (select or crud_select); yield its rows."""
+    reply: Any = None
+    while True:
+        try:
+            step = pager.send(reply)
+        except StopIteration:
+            return
+        if isinstance(step, Fetch):
+            reply = function(*step.args, **step.kwargs)
+        else:
+            reply = None
+            yield step.row
+
+
+async def adrive(pager: Pager, function: Callable[..., Awaitable[Any]]) -> AsyncIterator[Any]:
+    """Run ``pager`` with an awaitable ``function``; yield its rows asynchronously."""
+    reply: Any = None
+    while True:
+        try:
+            step = pager.send(reply)
+        except StopIteration:
+            return
+        if isinstance(step, Fetch):
+            reply = await function(*step.args, **step.kwargs)
+        else:
+            reply = None
+            yield step.row
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -60,6 +114,12 @@ def check_iterator(iterator: Any) -> str:
 def iterate_select(select: SelectFn, space: str | int, key: Any = None, *, index: str | int = 0,
                    iterator: str = "GE", batch_size: int = 1000) -> Iterator[Any]:
     """Check the arguments now; return a generator yielding the tuples page by page."""
+    return drive(select_pager(space, key, index=index, iterator=iterator, batch_size=batch_size), select)
+
+
+def select_pager(space: str | int, key: Any = None, *, index: str | int = 0, iterator: str = "GE",
+                 batch_size: int = 1000) -> Pager:
+    """Check the arguments now; return the pager of a select iteration (see :func:`drive`)."""
     if not isinstance(space, (str, int)) or isinstance(space, bool):
         raise ValueError(f"space must be a name or a number, got {space!r}")
     if not isinstance(index, (str, int)) or isinstance(index, bool):
@@ -67,12 +127,11 @@ def iterate_select(select: SelectFn, space: str | int, key: Any = None, *, index
     key_list = normalize_key(key, allow_none=True)
     name = check_iterator(iterator)
     size = check_batch_size(batch_size)
-    return _select_pages(select, space, key_list, index, name, size)
+    return _select_pages(space, key_list, index, name, size)
 
 
-def _select_pages(select: SelectFn, space: str | int, key: list[Any], index: str | int, iterator: str,
-                  batch_size: int) -> Iterator[Any]:
-    info, primary, unique = _lookup_index(select, space, index)
+def _select_pages(space: str | int, key: list[Any], index: str | int, iterator: str, batch_size: int) -> Pager:
+    info, primary, unique = yield from _lookup_index(space, index)
     parts = [field for field, _ in info.parts]
     pk_parts = [field for field, _ in primary.parts]
     if len(key) > len(parts):
@@ -80,7 +139,9 @@ def _select_pages(select: SelectFn, space: str | int, key: list[Any], index: str
     if info.type.upper() == "HASH" and not (iterator in ("ALL", "GT") or (iterator == "EQ" and unique)):
         raise ValueError(f"a HASH index pages with ALL or GT only, got {iterator!r}")
     if iterator in ("EQ", "REQ") and unique and len(key) == len(parts):
-        yield from select(space, key, limit=1, index=info.index_id, iterator=iterator)  # one tuple at most
+        rows = yield _select(space, key, limit=1, index=info.index_id, iterator=iterator)  # one tuple at most
+        for row in rows:
+            yield Emit(row)
         return
     prefix = key if iterator in ("EQ", "REQ") else None
     descending = iterator in DESCENDING
@@ -91,7 +152,7 @@ def _select_pages(select: SelectFn, space: str | int, key: list[Any], index: str
     seen: set[bytes] = set()  # primary keys already yielded whose index key equals group_key (non-unique)
     while True:
         limit = batch_size + len(seen)
-        rows = select(space, request_key, limit=limit, index=info.index_id, iterator=request_iterator)
+        rows = yield _select(space, request_key, limit=limit, index=info.index_id, iterator=request_iterator)
         count = len(rows)
         last_key: list[Any] | None = None
         for row in rows:
@@ -107,11 +168,15 @@ def _select_pages(select: SelectFn, space: str | int, key: list[Any], index: str
                     seen.add(pk)
                 else:
                     group_key, seen = row_key, {pk}
-            yield row
+            yield Emit(row)
         del rows  # hold one page at a time
         if count < limit or last_key is None:
             return
         request_key, request_iterator = last_key, next_iterator
+
+
+def _select(space: str | int, key: Any, **kwargs: Any) -> Fetch:
+    return Fetch((space, key), kwargs)
 
 
 def _key_of(row: Any, fields: list[int]) -> list[Any]:
@@ -123,16 +188,14 @@ def _packed(values: list[Any]) -> bytes:
     return msgpack.packb(values, use_bin_type=True, default=repr)  # type: ignore[no-any-return]
 
 
-def _lookup_index(select: SelectFn, space: str | int, index: str | int) -> tuple[IndexInfo, IndexInfo, bool]:
+def _lookup_index(space: str | int, index: str | int) -> Generator[Fetch, Any, tuple[IndexInfo, IndexInfo, bool]]:
     """The index to page, the primary index, and whether keys of the index identify one tuple."""
-    if isinstance(space, int):
-        space_rows = list(select(VSPACE_ID, [space], limit=1, index=0, iterator="EQ"))
-    else:
-        space_rows = list(select(VSPACE_ID, [space], limit=1, index=_VSPACE_BY_NAME, iterator="EQ"))
+    by = 0 if isinstance(space, int) else _VSPACE_BY_NAME
+    space_rows = list((yield _select(VSPACE_ID, [space], limit=1, index=by, iterator="EQ")))
     if not space_rows:
         raise SchemaError(0, f"There's no space {space!r}")
     space_id = space_rows[0][0]
-    index_rows = list(select(VINDEX_ID, [space_id], index=0, iterator="EQ"))
+    index_rows = list((yield _select(VINDEX_ID, [space_id], index=0, iterator="EQ")))
     indexes = Schema.from_rows(space_rows, index_rows, 0).space(space_id).indexes
     info, primary = indexes.get(index), indexes.get(0)
     if info is None or primary is None:
@@ -156,24 +219,31 @@ def _option(part: dict[Any, Any], name: str) -> Any:
 def iterate_crud(crud_select: CrudSelectFn, space: str, conditions: Any = None, *, batch_size: int = 1000,
                  opts: dict[str, Any] | None = None, kwargs: dict[str, Any] | None = None) -> Iterator[Any]:
     """Check the arguments now; return a generator of crud rows, ``first=batch_size`` per page."""
+    return drive(crud_pager(space, conditions, batch_size=batch_size, opts=opts, kwargs=kwargs), crud_select)
+
+
+def crud_pager(space: str, conditions: Any = None, *, batch_size: int = 1000, opts: dict[str, Any] | None = None,
+               kwargs: dict[str, Any] | None = None) -> Pager:
+    """Check the arguments now; return the pager of a crud select iteration (see :func:`drive`)."""
     size = check_batch_size(batch_size)
     if opts is not None and not isinstance(opts, dict):
         raise ValueError(f"opts must be a dict, got {type(opts).__name__}")
     page_opts = dict(opts or {})
     if "first" in page_opts:
         raise ValueError("crud_iterate() sets 'first' itself: pass batch_size instead")
-    return _crud_pages(crud_select, space, conditions, size, page_opts, dict(kwargs or {}))
+    return _crud_pages(space, conditions, size, page_opts, dict(kwargs or {}))
 
 
-def _crud_pages(crud_select: CrudSelectFn, space: str, conditions: Any, batch_size: int,
-                opts: dict[str, Any], kwargs: dict[str, Any]) -> Iterator[Any]:
+def _crud_pages(space: str, conditions: Any, batch_size: int, opts: dict[str, Any], kwargs: dict[str, Any]) -> Pager:
     after = opts.pop("after", None)  # a caller's 'after' is where the first page starts
     while True:
         request = dict(opts, first=batch_size)
         if after is not None:
             request["after"] = after
-        rows = list(getattr(crud_select(space, conditions, request, **kwargs), "rows", None) or [])
-        yield from rows
+        result = yield Fetch((space, conditions, request), kwargs)
+        rows = list(getattr(result, "rows", None) or [])
+        for row in rows:
+            yield Emit(row)
         if len(rows) < batch_size:
             return
         after = rows[-1]

@@ -275,3 +275,69 @@ def test_crud_iterate(cluster: Cluster, customer_ids: list[int], target: str) ->
             client.crud_iterate("customers", opts={"first": 3})
     finally:
         client.close()
+
+
+# -- the asyncio facade: the same pagers, driven by awaited requests ----------------------------
+
+
+async def collect(rows: Any) -> list[Any]:
+    return [row async for row in rows]
+
+
+def test_aio_pool_iterate_yields_what_the_sync_pool_yields_page_by_page(cluster: Cluster, stream_space: str) -> None:
+    from support import run
+
+    from tarantool_pool import aio
+
+    cluster.wait_synced(30)
+    sync_pool = ConnectionPool(cluster.addrs(), user=cluster.user, password=cluster.password)
+    pool = aio.ConnectionPool.from_sync(sync_pool)
+    try:
+        spy = SelectSpy(pool)
+        cases: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+            ((SPACE,), {"batch_size": BATCH}),
+            ((SPACE,), {"index": "by_name", "batch_size": 100, "mode": Mode.RO}),  # groups span pages
+            ((SPACE, "n010"), {"index": "by_name", "iterator": "LE", "batch_size": 50}),
+            ((SPACE, "n005"), {"index": "by_name", "iterator": "EQ", "batch_size": 40}),
+            ((SPACE, 4001), {"iterator": "LT", "batch_size": BATCH}),
+            ((EMPTY,), {}),
+        ]
+        pages_of_first_case: list[dict[str, Any]] = []
+        for args, kwargs in cases:
+            expected = ids_of(list(sync_pool.iterate(*args, **kwargs)))
+            spy.calls.clear()
+            assert ids_of(run(collect(pool.iterate(*args, **kwargs)))) == expected, (args, kwargs)
+            pages_of_first_case = pages_of_first_case or list(spy.calls)
+        # Paged: one awaited select per page of BATCH rows, never the whole space at once.
+        assert len(pages_of_first_case) == math.ceil(ROWS / BATCH)
+        assert all(call["limit"] == BATCH for call in pages_of_first_case)
+        with pytest.raises(ValueError, match="batch_size"):
+            pool.iterate(SPACE, batch_size=0)  # checked at the call, before anything is awaited
+        with pytest.raises(ValueError, match="iterator"):
+            pool.iterate(SPACE, iterator="BITS_ALL_SET")
+    finally:
+        sync_pool.close()
+
+
+def test_aio_connection_iterate_and_crud_iterate(cluster: Cluster, stream_space: str,
+                                                 customer_ids: list[int]) -> None:
+    from support import run
+
+    from tarantool_pool import aio
+
+    inst = cluster.instances[master(cluster)]
+
+    async def scenario() -> None:
+        async with aio.Connection(inst.host, inst.port, user=cluster.user, password=cluster.password) as conn:
+            rows = await collect(conn.iterate(SPACE, index="by_name", batch_size=BATCH))
+            assert ids_of(rows) == by_name_order(list(range(1, ROWS + 1)))
+            first = customer_ids[0]
+            crud_rows = await collect(conn.crud_iterate("customers", [[">=", "id", first]], batch_size=7))
+            assert ids_of(crud_rows) == customer_ids
+            opts = {"after": crud_rows[9]}
+            later = await collect(conn.crud_iterate("customers", [[">=", "id", first]], batch_size=5, opts=opts))
+            assert ids_of(later) == customer_ids[10:]
+            with pytest.raises(ValueError, match="first"):
+                conn.crud_iterate("customers", opts={"first": 3})
+
+    run(scenario())

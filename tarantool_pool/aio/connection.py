@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from .. import protocol as p
 from .. import requests as rq
@@ -23,6 +23,7 @@ from ..connection import Connection as SyncConnection
 from ..connection import PushCallback
 from ..crud import AsyncCrudMixin
 from ..response import Response
+from ..streaming import adrive, select_pager
 from .engine import perform
 
 
@@ -105,6 +106,12 @@ class Connection(AsyncCrudMixin):
                      timeout: float | None = None) -> Response:
         return await perform(self.sync, rq.select(space_name, key, offset, limit, index, iterator), timeout,
                              on_push, on_push_ctx)
+
+    def iterate(self, space_name: str | int, key: Any = None, *, index: str | int = 0, iterator: str = "GE",
+                batch_size: int = 1000, timeout: float | None = None) -> AsyncIterator[Any]:
+        """``async for row in conn.iterate(...)``: the tuples page by page (see streaming.py)."""
+        pager = select_pager(space_name, key, index=index, iterator=iterator, batch_size=batch_size)
+        return adrive(pager, lambda *args, **kwargs: self.select(*args, timeout=timeout, **kwargs))
 
     async def insert(self, space_name: str | int, values: Sequence[Any], *, on_push: PushCallback | None = None,
                      on_push_ctx: Any = None, timeout: float | None = None) -> Response:

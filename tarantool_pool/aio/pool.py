@@ -8,8 +8,9 @@ Rules:
   by requests.py, sent by aio/engine.py, routed by aio/routing.py with the
   sync pool's pure pieces.
 - Every method of the sync pool's request API is here as a coroutine with
-  the same signature, default mode and result (``iterate``, ``crud_iterate``
-  and ``session`` are not: see docs/asyncio.md).
+  the same signature, default mode and result; ``iterate`` and
+  ``crud_iterate`` return async iterators over the same pagers as the sync
+  ones (streaming.py); ``session`` is sync-only (see docs/asyncio.md).
 - No method blocks the loop for more than a request's encoding and send:
   what waits (the first refreshes in ``connect()``, the joins in
   ``close()``, a drain in ``remove()``) runs in a thread.  The constructor
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 from .. import requests as rq
 from ..connection import PushCallback
@@ -40,6 +41,7 @@ from ..pool.pool import ConnectionPool as SyncPool
 from ..pool.strategy import Mode, RoundRobinStrategy, StrategyInterface
 from ..pool.unit import PoolUnit
 from ..response import Response
+from ..streaming import adrive, select_pager
 from .routing import Router
 
 
@@ -201,6 +203,15 @@ class ConnectionPool(AsyncCrudMixin):
         return await self._router.route(
             check_mode(mode), "select", lambda conn: rq.select(space_name, key, offset, limit, index, iterator),
             True, timeout, selection_timeout, max_lag, on_push, on_push_ctx)
+
+    def iterate(self, space_name: str | int, key: Any = None, *, index: str | int = 0, iterator: str = "GE",
+                batch_size: int = 1000, mode: Mode = Mode.ANY, timeout: float | None = None,
+                selection_timeout: float | None = None, max_lag: float | None = None) -> AsyncIterator[Any]:
+        """``async for row in pool.iterate(...)``: the tuples page by page, each page routed by ``mode``."""
+        check_mode(mode)
+        pager = select_pager(space_name, key, index=index, iterator=iterator, batch_size=batch_size)
+        return adrive(pager, lambda *args, **kwargs: self.select(
+            *args, mode=mode, timeout=timeout, selection_timeout=selection_timeout, max_lag=max_lag, **kwargs))
 
     async def insert(self, space_name: str | int, values: Sequence[Any], *, mode: Mode = Mode.RW,
                      on_push: PushCallback | None = None, on_push_ctx: Any = None, timeout: float | None = None,
