@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar
 from .errors import DatabaseError, InterfaceError, NetworkError, PoolClosedError, PoolTopologyError
 from .pool import ConnectionPool, Mode, PoolUnit
 from .pool.config import check_mode
-from .pool.failover import Verdict, classify, unknown_outcome
+from .pool.failover import Verdict, classify
 from .pool.strategy import role_of
 from .response import Response
 
@@ -163,13 +163,9 @@ def _fits(mode: Mode, role: str) -> bool:
     return role != "down"
 
 
-class PoolSession:
-    """Several requests on one instance: made by ``pool.session(mode)``, used as a context manager.
-
-    The instance is picked on entry (waiting up to the selection timeout for one
-    that fits ``mode``).  Calls take the same arguments as the pool's, without
-    ``mode`` (a ``mode=`` keyword is accepted and ignored: the session decides).
-    """
+class PinnedSession:
+    """What a session shares with its asyncio twin (aio.AsyncPoolSession): the pinned instance and
+    the checks before each call.  Subclasses pick the instance on entry and send the requests."""
 
     def __init__(self, pool: ConnectionPool, mode: Mode, selection_timeout: float | None = None) -> None:
         self.pool = pool
@@ -185,20 +181,17 @@ class PoolSession:
 
     def __repr__(self) -> str:
         where = self.name or ("closed" if self._done else "not entered")
-        return f"<tarantool_pool.PoolSession {self.mode.name} {where}>"
+        return f"<tarantool_pool.{type(self).__name__} {self.mode.name} {where}>"
 
-    def __enter__(self) -> PoolSession:
+    def _entering(self) -> float:
+        """Check that the session may start; the moment its instance must be found by."""
         if self.unit is not None or self._done:
             raise InterfaceError("a session is entered once: call pool.session() again for a new one")
         pool = self.pool
         if pool._closed:
             raise PoolClosedError("the pool is closed")
         wait = pool.selection_timeout if self.selection_timeout is None else self.selection_timeout
-        self.unit = pool._select(self.mode, time.monotonic() + wait, None, ())
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._done = True
+        return time.monotonic() + wait
 
     def _pinned(self) -> PoolUnit:
         if self._done:
@@ -216,19 +209,43 @@ class PoolSession:
                                        f"{role} now; a session never moves, start a new one")
         return unit
 
-    def _run(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], is_read: bool) -> Any:
-        unit = self._pinned()
+    def _deadline(self, kwargs: dict[str, Any]) -> float:
+        """Drop ``mode`` (the session decides) and turn ``timeout`` into a deadline."""
         kwargs.pop("mode", None)
         timeout = kwargs.pop("timeout", None)
-        pool = self.pool
-        deadline = time.monotonic() + (timeout if timeout is not None else pool.request_timeout)
+        return time.monotonic() + (timeout if timeout is not None else self.pool.request_timeout)
+
+    def _judge(self, error: DatabaseError, unit: PoolUnit, is_read: bool) -> None:
+        """A failed call: raise the pool's closed/unknown-outcome error where it applies (never retried)."""
+        if self.pool._closed:
+            raise PoolClosedError("the pool is closed") from error
+        if isinstance(error, NetworkError) and classify(error, is_read) is Verdict.UNKNOWN_OUTCOME:
+            raise self.pool._unknown_outcome(error, unit) from error
+
+
+class PoolSession(PinnedSession):
+    """Several requests on one instance: made by ``pool.session(mode)``, used as a context manager.
+
+    The instance is picked on entry (waiting up to the selection timeout for one
+    that fits ``mode``).  Calls take the same arguments as the pool's, without
+    ``mode`` (a ``mode=`` keyword is accepted and ignored: the session decides).
+    """
+
+    def __enter__(self) -> PoolSession:
+        until = self._entering()
+        self.unit = self.pool._select(self.mode, until, None, ())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done = True
+
+    def _run(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], is_read: bool) -> Any:
+        unit = self._pinned()
+        deadline = self._deadline(kwargs)
         try:
-            return pool._attempt(unit, method, args, kwargs, deadline, is_read)
+            return self.pool._attempt(unit, method, args, kwargs, deadline, is_read)
         except DatabaseError as error:
-            if pool._closed:
-                raise PoolClosedError("the pool is closed") from error
-            if isinstance(error, NetworkError) and classify(error, is_read) is Verdict.UNKNOWN_OUTCOME:
-                raise unknown_outcome(error, unit.name) from error
+            self._judge(error, unit, is_read)
             raise
 
     def ping(self, notime: bool = False, **kwargs: Any) -> float | str:

@@ -29,6 +29,7 @@ from tarantool_pool import protocol as p
 from tarantool_pool.errors import (
     CrudModuleError,
     DuplicateKeyError,
+    InterfaceError,
     NoSuchProcedureError,
     PoolClosedError,
     PoolTopologyError,
@@ -78,11 +79,11 @@ def parameters(function: Any) -> list[tuple[str, Any, Any, Any]]:
 
 
 # Sync-only on purpose (docs/asyncio.md): streaming generators and pinned sessions.
-POOL_SYNC_ONLY = {"session"}
+POOL_SYNC_ONLY: set[str] = set()
 CONNECTION_SYNC_ONLY = {"space", "ensure_connected", "wait_idle"}
 STREAMING = {"iterate", "crud_iterate"}  # plain methods returning async iterators (tests/test_streaming.py)
 NOT_COROUTINES = {"from_sync", "add", "add_listener", "remove_listener", "describe", "discover", "get_stats",
-                  "is_closed", "flush_schema"} | STREAMING
+                  "is_closed", "flush_schema", "session"} | STREAMING
 
 
 @pytest.mark.parametrize("sync_class, aio_class, sync_only", [
@@ -401,3 +402,70 @@ def test_a_space_recreated_with_a_new_id_is_used_after_one_resend_on_the_async_p
         assert cluster.admin("inst1", f"box.space.{name}:select{{}}") == [[2, "by new field"]]
     finally:
         cluster.admin("inst1", f"if box.space.{name} then box.space.{name}:drop() end")
+
+
+# -- sessions: async with pool.session(mode) ---------------------------------------------------
+
+
+def test_async_session_pins_one_instance_and_ignores_mode_per_call(apool: aio.ConnectionPool) -> None:
+    async def scenario() -> None:
+        async def who(target: Any, **kwargs: Any) -> str:
+            return str((await target.call("whoami", **kwargs)).data[0]["name"])
+
+        assert len({await who(apool, mode=Mode.RO) for _ in range(6)}) == 2  # the pool alone round-robins
+        async with apool.session(mode=Mode.RO) as session:
+            names = {await who(session) for _ in range(10)}
+            assert len(names) == 1 and names <= {"inst2", "inst3"}
+            assert session.name in apool.sync.pool
+        key = new_key()
+        async with apool.session() as session:  # RW by default: the master
+            assert session.mode is Mode.RW
+            assert {await who(session, mode=Mode.RO) for _ in range(4)} == {"inst1"}  # mode= is ignored
+            await session.replace("test_int", [key, "session", None])
+            await session.update("test_int", [key], [["=", 1, "updated"]])
+            assert (await session.select("test_int", [key], limit=1)).data[0][1] == "updated"
+            assert (await session.execute("SELECT 1")).data == [[1]]
+            assert (await session.eval("return ...", 7)).data == [7]
+            await session.upsert("test_int", [key, "x", None], [["=", 1, "upserted"]])
+            assert (await session.select("test_int", key)).data[0][1] == "upserted"
+            await session.delete("test_int", [key])
+            assert (await session.select("test_int", [key])).data == []
+            assert await session.ping(notime=True) == "Success"
+            with pytest.raises(TypeError, match="offest"):
+                await session.call("whoami", offest=1)
+
+    run(scenario())
+
+
+def test_async_session_refuses_use_outside_its_block_and_a_second_entry(apool: aio.ConnectionPool) -> None:
+    async def scenario() -> None:
+        session = apool.session(Mode.ANY)
+        with pytest.raises(InterfaceError, match="with block"):
+            await session.ping()
+        async with session:
+            await session.ping()
+        with pytest.raises(InterfaceError, match="session is over"):
+            await session.ping()
+        with pytest.raises(InterfaceError, match="entered once"):
+            await session.__aenter__()
+
+    run(scenario())
+
+
+def test_async_session_never_moves_when_its_instance_stops_fitting(cluster: Cluster) -> None:
+    from tarantool_pool.pool import InstanceState, Status
+
+    async def scenario() -> None:
+        async with aio.ConnectionPool(cluster.addrs(), user=cluster.user, password=cluster.password,
+                                      refresh_delay=60) as pool:
+            async with pool.session(Mode.RW) as session:
+                await session.ping()
+                unit = pool.sync.pool[str(session.name)]
+                unit._set_state(InstanceState(Status.HEALTHY, True), None)  # the pool now sees it read-only
+                with pytest.raises(PoolTopologyError, match="never moves"):
+                    await session.ping()
+            async with aio.ConnectionPool(cluster.addrs()[1:], user=cluster.user, password=cluster.password) as ro:
+                with pytest.raises(PoolTopologyError):
+                    await ro.session(Mode.RW, selection_timeout=0).__aenter__()
+
+    run(scenario())

@@ -10,7 +10,8 @@ Rules:
 - Every method of the sync pool's request API is here as a coroutine with
   the same signature, default mode and result; ``iterate`` and
   ``crud_iterate`` return async iterators over the same pagers as the sync
-  ones (streaming.py); ``session`` is sync-only (see docs/asyncio.md).
+  ones (streaming.py); ``session`` returns an ``async with`` session
+  (aio/session.py).
 - No method blocks the loop for more than a request's encoding and send:
   what waits (the first refreshes in ``connect()``, the joins in
   ``close()``, a drain in ``remove()``) runs in a thread.  The constructor
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from .. import requests as rq
 from ..connection import PushCallback
@@ -43,6 +44,9 @@ from ..pool.unit import PoolUnit
 from ..response import Response
 from ..streaming import adrive, select_pager
 from .routing import Router
+
+if TYPE_CHECKING:
+    from .session import AsyncPoolSession
 
 
 class ConnectionPool(AsyncCrudMixin):
@@ -203,6 +207,13 @@ class ConnectionPool(AsyncCrudMixin):
         return await self._router.route(
             check_mode(mode), "select", lambda conn: rq.select(space_name, key, offset, limit, index, iterator),
             True, timeout, selection_timeout, max_lag, on_push, on_push_ctx)
+
+    def session(self, mode: Mode = Mode.RW, selection_timeout: float | None = None) -> AsyncPoolSession:
+        """``async with pool.session(mode=Mode.RW) as s:``: several awaited calls pinned to one instance
+        that fits ``mode``, chosen on entry (aio/session.py; the sync ``session()``'s rules)."""
+        from .session import AsyncPoolSession
+
+        return AsyncPoolSession(self, check_mode(mode), selection_timeout)
 
     def iterate(self, space_name: str | int, key: Any = None, *, index: str | int = 0, iterator: str = "GE",
                 batch_size: int = 1000, mode: Mode = Mode.ANY, timeout: float | None = None,
