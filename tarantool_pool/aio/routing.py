@@ -26,7 +26,6 @@ import tenacity
 from ..connection import Connection
 from ..errors import DatabaseError, PoolClosedError, PoolTopologyError
 from ..pool.failover import EventKind, PoolEvent, retrying
-from ..pool.routing import _LAG_MODES
 from ..pool.strategy import Mode
 from ..pool.unit import PoolUnit
 from ..requests import Request
@@ -105,12 +104,9 @@ class Router:
         pool = self.pool
         if self.closed:
             raise PoolClosedError("the pool is closed")
-        now = time.monotonic()
-        deadline = now + (timeout if timeout is not None else pool.request_timeout)
-        wait = pool.selection_timeout if selection_timeout is None else selection_timeout
-        lag = (pool.max_lag if max_lag is None else max_lag) if mode in _LAG_MODES else None
+        deadline, until, wait, lag = pool._budget(mode, timeout, selection_timeout, max_lag)
         send = _Send(method, make, is_read, deadline, on_push, on_push_ctx)
-        unit = await self.select(mode, min(deadline, now + wait), lag, ())
+        unit = await self.select(mode, until, lag, ())
         try:
             return await self._attempt(unit, send)
         except DatabaseError as error:

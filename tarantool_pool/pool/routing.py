@@ -54,16 +54,23 @@ class RoutingMixin:
                max_lag: float | None = None) -> Any:
         if self._closed:
             raise PoolClosedError("the pool is closed")
-        now = time.monotonic()
-        deadline = now + (timeout if timeout is not None else self.request_timeout)
-        wait = self.selection_timeout if selection_timeout is None else selection_timeout
-        lag = (self.max_lag if max_lag is None else max_lag) if mode in _LAG_MODES else None
-        unit = self._select(mode, min(deadline, now + wait), lag, ())
+        deadline, until, wait, lag = self._budget(mode, timeout, selection_timeout, max_lag)
+        unit = self._select(mode, until, lag, ())
         try:
             return self._attempt(unit, method, args, kwargs, deadline, is_read)
         except DatabaseError as error:
             self._judge_first_failure(error, unit, is_read, deadline)
         return self._retry(mode, method, args, kwargs, deadline, wait, lag, is_read, unit)
+
+    def _budget(self, mode: Mode, timeout: float | None, selection_timeout: float | None,
+                max_lag: float | None) -> tuple[float, float, float, float | None]:
+        """A request's deadline, the first selection's deadline, the selection wait, and the lag
+        bound (reads only); per-call values win over the pool's."""
+        now = time.monotonic()
+        deadline = now + (timeout if timeout is not None else self.request_timeout)
+        wait = self.selection_timeout if selection_timeout is None else selection_timeout
+        lag = (self.max_lag if max_lag is None else max_lag) if mode in _LAG_MODES else None
+        return deadline, min(deadline, now + wait), wait, lag
 
     def _retry(self, mode: Mode, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], deadline: float,
                wait: float, lag: float | None, is_read: bool, failed: PoolUnit) -> Any:
