@@ -17,10 +17,9 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from .errors import DatabaseError, InterfaceError, NetworkError, PoolClosedError, PoolTopologyError
+from .errors import DatabaseError, InterfaceError, PoolClosedError, PoolTopologyError
 from .pool import ConnectionPool, Mode, PoolUnit
 from .pool.config import check_mode
-from .pool.failover import Verdict, classify
 from .pool.strategy import role_of
 from .response import Response
 
@@ -215,13 +214,6 @@ class PinnedSession:
         timeout = kwargs.pop("timeout", None)
         return time.monotonic() + (timeout if timeout is not None else self.pool.request_timeout)
 
-    def _judge(self, error: DatabaseError, unit: PoolUnit, is_read: bool) -> None:
-        """A failed call: raise the pool's closed/unknown-outcome error where it applies (never retried)."""
-        if self.pool._closed:
-            raise PoolClosedError("the pool is closed") from error
-        if isinstance(error, NetworkError) and classify(error, is_read) is Verdict.UNKNOWN_OUTCOME:
-            raise self.pool._unknown_outcome(error, unit) from error
-
 
 class PoolSession(PinnedSession):
     """Several requests on one instance: made by ``pool.session(mode)``, used as a context manager.
@@ -245,7 +237,7 @@ class PoolSession(PinnedSession):
         try:
             return self.pool._attempt(unit, method, args, kwargs, deadline, is_read)
         except DatabaseError as error:
-            self._judge(error, unit, is_read)
+            self.pool._judge_retry_failure(error, unit, is_read)  # the pool's rules; a session never retries
             raise
 
     def ping(self, notime: bool = False, **kwargs: Any) -> float | str:

@@ -34,6 +34,7 @@ from tarantool_pool.errors import (
     PoolClosedError,
     PoolTopologyError,
     SchemaError,
+    UnknownOutcomeError,
 )
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaked_readers")]
@@ -433,6 +434,8 @@ def test_async_session_pins_one_instance_and_ignores_mode_per_call(apool: aio.Co
             assert await session.ping(notime=True) == "Success"
             with pytest.raises(TypeError, match="offest"):
                 await session.call("whoami", offest=1)
+            with pytest.raises(UnknownOutcomeError):  # a write that missed its quorum: as through the pool
+                await session.call("raise_code", 216, "quorum timed out")
 
     run(scenario())
 

@@ -126,6 +126,20 @@ def test_rw_session_writes_and_reads_on_the_master(pool: ConnectionPool) -> None
         assert session.ping(notime=True) == "Success"
 
 
+def test_session_judges_a_failed_write_as_the_pool_does(pool: ConnectionPool) -> None:
+    """A synchronous write that missed its quorum may still commit later: through a session, as
+    through the pool, it is an unknown outcome (never a plain failure, never retried)."""
+    from tarantool_pool.errors import SyncQuorumTimeoutError, UnknownOutcomeError
+
+    with pytest.raises(UnknownOutcomeError) as through_pool:
+        pool.call("raise_code", 216, "quorum timed out", mode=Mode.RW)
+    with pool.session(Mode.RW) as session:
+        with pytest.raises(UnknownOutcomeError) as through_session:
+            session.call("raise_code", 216, "quorum timed out")
+    for info in (through_pool, through_session):
+        assert isinstance(info.value.__cause__, SyncQuorumTimeoutError)
+
+
 def test_session_outside_with_raises(pool: ConnectionPool) -> None:
     session = pool.session(Mode.ANY)
     assert isinstance(session, PoolSession)

@@ -48,13 +48,12 @@ class AsyncPoolSession(PinnedSession):
         unit = self._pinned()
         deadline = self._deadline(kwargs)
         on_push, on_push_ctx = kwargs.pop("on_push", None), kwargs.pop("on_push_ctx", None)
-        kwargs.pop("selection_timeout", None)  # the instance was selected on entry
         if kwargs:
             raise TypeError(f"{method}() got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
         try:
             return await self._router._attempt(unit, _Send(method, make, is_read, deadline, on_push, on_push_ctx))
         except DatabaseError as error:
-            self._judge(error, unit, is_read)
+            self.pool._judge_retry_failure(error, unit, is_read)  # the pool's rules; a session never retries
             raise
 
     async def ping(self, notime: bool = False, **kwargs: Any) -> float | str:
