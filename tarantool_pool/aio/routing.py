@@ -152,7 +152,8 @@ class Router:
             pool._attempt_failed(unit, error)
             raise
         finally:
-            pool._attempt_ended(unit, send.method, started)
+            if pool.slow_request_threshold is not None:
+                pool._note_if_slow(unit, send.method, started, pool.slow_request_threshold)
 
     async def select(self, mode: Mode, until: float, max_lag: float | None, avoid: Any) -> PoolUnit:
         """A unit that fits ``mode``, awaiting one until ``until``; PoolTopologyError after that."""

@@ -134,7 +134,8 @@ class RoutingMixin:
             self._attempt_failed(unit, error)
             raise
         finally:
-            self._attempt_ended(unit, method, started)
+            if self.slow_request_threshold is not None:  # off by default: no call on the hot path
+                self._note_if_slow(unit, method, started, self.slow_request_threshold)
 
     # -- one attempt's bookkeeping (shared with the asyncio router, aio/routing.py) --------
 
@@ -163,12 +164,10 @@ class RoutingMixin:
         elif classify(error, True) is Verdict.RETRY:  # died, froze or still loading: look again now
             unit.request_refresh()
 
-    def _attempt_ended(self, unit: PoolUnit, method: str, started: float) -> None:
-        threshold = self.slow_request_threshold
-        if threshold is not None:
-            elapsed = time.monotonic() - started
-            if elapsed >= threshold:
-                self.listeners.emit(EventKind.SLOW_REQUEST, unit.name, method=method, seconds=elapsed)
+    def _note_if_slow(self, unit: PoolUnit, method: str, started: float, threshold: float) -> None:
+        elapsed = time.monotonic() - started
+        if elapsed >= threshold:
+            self.listeners.emit(EventKind.SLOW_REQUEST, unit.name, method=method, seconds=elapsed)
 
     # -- selection ---------------------------------------------------------------------
 
