@@ -331,3 +331,18 @@ def test_close_fails_callers_waiting_for_an_instance_at_once(cluster: Cluster) -
     outcomes, seconds = run(scenario())
     assert all(isinstance(outcome, PoolClosedError) for outcome in outcomes), outcomes[:3]
     assert seconds < 5  # they would have waited 30 s for a master
+
+
+def test_a_slow_awaited_request_is_reported_to_the_listeners(cluster: Cluster) -> None:
+    slow: list[tuple[str, Any]] = []
+
+    async def scenario() -> None:
+        async with aio.ConnectionPool(cluster.addrs(), user=cluster.user, password=cluster.password,
+                                      slow_request_threshold=0.1) as pool:
+            pool.add_listener(lambda event: slow.append((event.instance, event.detail["method"]))
+                              if event.kind is EventKind.SLOW_REQUEST else None)
+            await pool.call("echo", 1, mode=Mode.RW)  # fast: not reported
+            await pool.call("sleep", 0.2, mode=Mode.RW)
+            assert slow == [(cluster.instances["inst1"].uri, "call")]
+
+    run(scenario())
