@@ -106,8 +106,7 @@ class PoolMetrics:
 
     def _on_event(self, event: PoolEvent) -> None:
         """The pool's listener: runs in whichever pool thread saw the event."""
-        kind = event.kind.value if isinstance(event.kind, EventKind) else str(event.kind)
-        key = (event.instance, kind)
+        key = (event.instance, event.kind.value)
         with self._lock:
             if not self._closed:
                 self._events[key] = self._events.get(key, 0) + 1
