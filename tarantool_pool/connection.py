@@ -13,6 +13,10 @@ Rules:
 - Reconnect: a standalone Connection reconnects on the next request
   (``reconnect_max_attempts`` retries, ``reconnect_delay`` apart, inside the
   request's deadline).  A pool's connections leave that to their unit.
+- Companions (aio/wire.py: an event loop's own socket to the same server)
+  live beside the current link and die with it: it is what they are checked
+  against, so a dead, closed or replaced link takes its companions along, and
+  ``in_flight`` / ``wait_idle`` count their requests too.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence, Sized
 
 from . import protocol as p
 from . import requests as rq
@@ -48,6 +52,26 @@ log = logging.getLogger("tarantool_pool")
 DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 PushCallback = Callable[[Any, Any], None]
+
+
+class Companion(Protocol):
+    """Another connection to the same server that lives and dies with one link (aio/wire.py)."""
+
+    @property
+    def pending(self) -> Sized:
+        """Its requests in flight."""
+
+    def lose_threadsafe(self, reason: BaseException) -> None:
+        """The link died: fail what is in flight, close; callable from any thread."""
+
+    def retire_threadsafe(self) -> None:
+        """Take no new requests, close when the ones in flight are done; from any thread."""
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block (not on its own loop) until nothing is in flight; True if in time."""
+
+    def is_orphaned(self) -> bool:
+        """True when nothing can use it any more (its event loop is closed)."""
 
 
 class Connection(CrudMixin):
@@ -103,6 +127,8 @@ class Connection(CrudMixin):
         self._connect_lock = threading.Lock()
         self._schema: Schema | None = None
         self._schema_lock = threading.Lock()
+        self._companions: dict[Link, list[Companion]] = {}
+        self._companions_lock = threading.Lock()
         self._closed = False
         self._ever_connected = False
         if connect_now:
@@ -186,13 +212,44 @@ class Connection(CrudMixin):
         return link
 
     def _authenticate_on(self, link: Link, user: str, password: str, deadline: float) -> None:
+        self._roundtrip(link, p.AUTH, self._auth_body(user, password, link.greeting), deadline)
+
+    def _auth_body(self, user: str, password: str, greeting: p.Greeting) -> dict[int, Any]:
+        """The AUTH request's body for this connection's auth_type (the salt is per socket)."""
         if self.auth_type == "pap-sha256":
-            body: dict[int, Any] = {p.KEY_USER_NAME: user, p.KEY_TUPLE: ["pap-sha256", password]}
-        else:
-            body = p.auth_body(user, p.chap_sha1_scramble(link.greeting.salt, password))
-        self._roundtrip(link, p.AUTH, body, deadline)
+            return {p.KEY_USER_NAME: user, p.KEY_TUPLE: ["pap-sha256", password]}
+        return p.auth_body(user, p.chap_sha1_scramble(greeting.salt, password))
+
+    def _attach_companion(self, link: Link, companion: Companion) -> bool:
+        """Tie ``companion`` to ``link`` (told when it dies); False when the link is dead already."""
+        with self._companions_lock:
+            if not link.alive:
+                return False
+            # Companions of closed event loops are dropped here: nothing else would ever reach them.
+            kept = [other for other in self._companions.get(link, ()) if not other.is_orphaned()]
+            kept.append(companion)
+            self._companions[link] = kept
+        return True
+
+    def _detach_companion(self, link: Link, companion: Companion) -> None:
+        with self._companions_lock:
+            companions = self._companions.get(link)
+            if companions is not None and companion in companions:
+                companions.remove(companion)
+                if not companions:
+                    del self._companions[link]
+
+    def _companions_of(self, link: Link | None) -> list[Companion]:
+        if link is None:
+            return []
+        with self._companions_lock:
+            return list(self._companions.get(link, ()))
 
     def _link_lost(self, link: Link, reason: BaseException) -> None:
+        with self._companions_lock:
+            companions = self._companions.pop(link, [])
+        for companion in companions:
+            companion.lose_threadsafe(link.lost_error())
         if link is self._link and not self._closed:
             log.debug("connection to %s lost: %s", self.name, reason)
             if self.on_disconnect is not None:
@@ -247,14 +304,22 @@ class Connection(CrudMixin):
 
     @property
     def in_flight(self) -> int:
-        """Requests sent and not answered yet (0 when not connected)."""
+        """Requests sent and not answered yet, on the link and its companions (0 when not connected)."""
         link = self._link
-        return len(link.pending) if link is not None else 0
+        if link is None:
+            return 0
+        return len(link.pending) + sum(len(companion.pending) for companion in self._companions_of(link))
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no request is in flight (for a graceful close); True if idle in time."""
         link = self._link
-        return link.wait_idle(timeout) if link is not None else True
+        if link is None:
+            return True
+        deadline = time.monotonic() + timeout
+        if not link.wait_idle(timeout):
+            return False
+        return all(companion.wait_idle(max(deadline - time.monotonic(), 0.0))
+                   for companion in self._companions_of(link))
 
     def is_closed(self) -> bool:
         link = self._link
@@ -468,6 +533,8 @@ class Connection(CrudMixin):
         self._authenticate_on(link, user, password, deadline)
         self.user, self.password = user, password
         self.flush_schema()  # what a user may see of the schema depends on who it is
+        for companion in self._companions_of(link):  # authenticated as the old user: new requests go elsewhere
+            companion.retire_threadsafe()
 
     def _crud_call(self, function: str, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
         return self.call(function, args, **kwargs).data or []

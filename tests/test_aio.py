@@ -26,6 +26,7 @@ from support import run
 
 from tarantool_pool import Connection, ConnectionPool, CrudResult, Mode, Response, aio
 from tarantool_pool import protocol as p
+from tarantool_pool.aio.wire import LoopLink
 from tarantool_pool.errors import (
     CrudModuleError,
     DuplicateKeyError,
@@ -348,13 +349,19 @@ def test_fresh_connection_loads_the_schema_once_for_many_concurrent_requests_by_
             await aconn.connect()
             link = aconn.sync._link
             assert link is not None
-            original = link.send
+            original = link.send  # the schema loads go out on the sync link
+            original_on_loop = LoopLink.send  # the requests on this loop's own socket
 
             def spy(data: bytes) -> None:
                 sent.extend(space_ids(data))
                 original(data)
 
+            def spy_on_loop(self: LoopLink, data: bytes) -> None:
+                sent.extend(space_ids(data))
+                original_on_loop(self, data)
+
             monkeypatch.setattr(link, "send", spy)
+            monkeypatch.setattr(LoopLink, "send", spy_on_loop)
             results = await asyncio.gather(*(aconn.select("test_int", key, index="primary") for _ in range(50)))
             assert all(result.data == [[key, "named"]] for result in results)
         finally:

@@ -9,6 +9,7 @@ a password, and an unrelated CA.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import pty
@@ -33,7 +34,7 @@ from tls_helpers import (  # noqa: F401 - stunnel and tls_files are fixtures
     tls_files,
 )
 
-from tarantool_pool import Connection, ConnectionPool, Mode, Status
+from tarantool_pool import Connection, ConnectionPool, Mode, Status, aio
 from tarantool_pool.errors import NetworkError, SslError
 
 pytestmark = pytest.mark.usefixtures("no_leaked_readers")
@@ -199,6 +200,27 @@ def test_server_requiring_a_client_certificate_accepts_our_client_cert_and_key(
     try:
         assert isinstance(conn.ping(), float)
         assert list(conn.call("echo", "mtls", 1)) == ["mtls", 1]
+    finally:
+        conn.close()
+
+
+def test_awaited_requests_open_their_loops_own_tls_connection_with_the_same_client_certificate(
+        cluster: Any, inst1_mtls_tunnel: Stunnel, tls_files: TlsFiles) -> None:  # noqa: F811
+    conn = tls_connect(cluster, inst1_mtls_tunnel, ssl_ca_file=tls_files.ca_cert,
+                       ssl_cert_file=tls_files.client_cert, ssl_key_file=tls_files.client_key_encrypted,
+                       ssl_password=tls_files.client_key_password)
+    aconn = aio.Connection.from_sync(conn)
+
+    async def scenario() -> tuple[list[Any], set[int]]:
+        echoed = list(await aconn.call("echo", "awaited over mtls", 3))
+        sessions = await asyncio.gather(*(aconn.eval("return box.session.id()") for _ in range(20)))
+        return echoed, {int(result.data[0]) for result in sessions}
+
+    try:
+        echoed, sessions = asyncio.run(scenario())
+        assert echoed == ["awaited over mtls", 3]
+        # The loop's own connection (one for all 20), not the sync link: mutual TLS, same certificate.
+        assert len(sessions) == 1 and sessions != {int(conn.eval("return box.session.id()").data[0])}
     finally:
         conn.close()
 
