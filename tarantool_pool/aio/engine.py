@@ -176,18 +176,36 @@ async def loop_link(conn: Connection, link: Link, deadline: float) -> LoopLink:
     return companion
 
 
+def ready_links(conn: Connection) -> tuple[Link, LoopLink] | None:
+    """The live sync link and this loop's open companion of it, when both are there (the usual case)."""
+    link = conn._link
+    if link is None or not link.alive:
+        return None
+    wire = loop_state().links.get(link)
+    if wire is None or not wire.ready.done():
+        return None
+    return link, wire
+
+
+async def open_links(conn: Connection, deadline: float) -> tuple[Link, LoopLink]:
+    """The live sync link (reconnected if need be) and this loop's companion of it (opened if need be)."""
+    link = await live_link(conn, deadline)
+    return link, await loop_link(conn, link, deadline)
+
+
 async def perform(conn: Connection, request: Request, timeout: float | None, on_push: PushCallback | None = None,
                   on_push_ctx: Any = None) -> Response:
     """Connection._perform, awaited: the schema is loaded first when the request uses names,
     and the request is re-sent once when the server says the schema changed (ER 109)."""
     deadline = conn._deadline(timeout)
+    links = ready_links(conn) or await open_links(conn, deadline)
     if not request.uses_names:
-        link = await live_link(conn, deadline)
-        return Response(await roundtrip(conn, await loop_link(conn, link, deadline), request.code,
-                                        request.build(None), deadline, 0, on_push, on_push_ctx))
+        return Response(await roundtrip(conn, links[1], request.code, request.build(None), deadline, 0,
+                                        on_push, on_push_ctx))
     for attempt in range(2):
-        link = await live_link(conn, deadline)
-        wire = await loop_link(conn, link, deadline)
+        if attempt:
+            links = ready_links(conn) or await open_links(conn, deadline)
+        link, wire = links
         try:
             schema = conn._loaded_schema()
             if schema is None:
