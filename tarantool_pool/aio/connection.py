@@ -1,10 +1,11 @@
 """aio.Connection: one Tarantool server from asyncio, on the same engine as tarantool_pool.Connection.
 
 Rules:
-- It wraps a sync :class:`tarantool_pool.Connection` (``.sync``): the same
-  link, reader thread, schema cache and reconnect policy; requests are built
-  by requests.py and sent by engine.py, so the methods take the same
-  arguments and return the same values as the sync ones, as coroutines.
+- It wraps a sync :class:`tarantool_pool.Connection` (``.sync``): its link
+  decides whether the server is reachable, and its schema cache and
+  reconnect policy are used; requests are built by requests.py and travel on
+  each event loop's own socket (engine.py, wire.py), so the methods take the
+  same arguments and return the same values as the sync ones, as coroutines.
 - The constructor never blocks the loop: it takes the sync constructor's
   arguments, but connects on the first request (or ``await connect()``, or
   ``async with``), in a thread.  ``close()`` joins the reader in a thread.
