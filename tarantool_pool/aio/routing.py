@@ -105,14 +105,24 @@ class Router:
         if self.closed:
             raise PoolClosedError("the pool is closed")
         deadline, until, wait, lag = pool._budget(mode, timeout, selection_timeout, max_lag)
-        send = _Send(method, make, is_read, deadline, on_push, on_push_ctx)
-        unit = await self.select(mode, until, lag, ())
         try:
-            return await self._attempt(unit, send)
+            unit = pool._pick(mode, lag, ())  # the usual case, without a coroutine of its own
+        except PoolTopologyError:
+            unit = await self.select(mode, until, lag, ())
+        # The first attempt inline (what _attempt does): most requests need no more.
+        started, remaining = pool._begin_attempt(unit, deadline, is_read)
+        try:
+            try:
+                return await perform(unit.conn, make(unit.conn), remaining, on_push, on_push_ctx)
+            finally:
+                if pool.slow_request_threshold is not None:
+                    pool._note_if_slow(unit, method, started, pool.slow_request_threshold)
         except DatabaseError as error:
+            pool._attempt_failed(unit, error)
             if self.closing:  # the aio close() began before the sync pool's flag is set
                 raise PoolClosedError("the pool is closed") from error
             pool._judge_first_failure(error, unit, is_read, deadline)
+        send = _Send(method, make, is_read, deadline, on_push, on_push_ctx)
         return await self._retry(mode, send, wait, lag, unit)
 
     async def _retry(self, mode: Mode, send: _Send, wait: float, lag: float | None, failed: PoolUnit) -> Response:
