@@ -313,7 +313,7 @@ class Decoder:
         self._frame_end: int | None = None  # stream offset where the current frame ends
         self._failed: ProtocolError | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the server."""
         if self._failed is not None:
             raise self._failed
@@ -338,6 +338,8 @@ class Decoder:
         unpacker = self._unpacker
         frame_end = self._frame_end
         if frame_end is None:
+            if self._fed == self._frame_start:  # nothing buffered (the usual end of a batch): no raise
+                return NEED_DATA
             try:
                 size = unpacker.unpack()
             except msgpack.OutOfData:
