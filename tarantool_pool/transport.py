@@ -19,6 +19,10 @@ Rules:
   is never reused after that (a reconnect builds a new Link).
 - Whoever kills a link shuts its socket down; only the reader thread closes
   it, as it exits (a descriptor closed under a blocked reader can be reused).
+  The shutdown is also what wakes a reader blocked in ``recv``: a plain
+  socket has no timeout (a timeout costs a ``poll`` before every ``recv`` and
+  ``send``); sends pass ``MSG_DONTWAIT`` and wait for room, up to the send
+  timeout, only when the kernel's buffer is full.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from .protocol import GREETING_SIZE, STATUS_CHUNK, Decoder, Frame, Greeting, par
 log = logging.getLogger("tarantool_pool")
 
 _RECV_SIZE = 256 * 1024
+_MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)  # Linux, BSD, macOS; 0 (absent) on Windows
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,13 @@ def translate_socket_error(exc: BaseException, where: str) -> Error:
         reason = exc.strerror or str(exc) or type(exc).__name__
         return NetworkError(exc.errno or 0, f"{where}: {reason}")
     return NetworkError(0, f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _writable(sock: socket.socket, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds until ``sock`` can take more bytes."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return bool(poller.poll(max(timeout, 0.0) * 1000.0))
 
 
 def open_socket(host: str | None, port: int | str, timeout: float, tls: TlsOptions | None) -> socket.socket:
@@ -279,9 +291,16 @@ class Link:
         self._outbox_lock = threading.Lock()
         self._flushing = False
         self._idle_waiter: threading.Event | None = None  # created by the first wait_idle()
+        self._send_timeout = send_timeout
         # OpenSSL objects must not be read and written by two threads at once.
         self._tls_lock = threading.Lock() if isinstance(sock, ssl.SSLSocket) else None
-        sock.settimeout(send_timeout)
+        # A plain socket is left blocking: the reader waits in recv() itself (a timeout would
+        # make every recv and send a poll() plus the call), and senders pass MSG_DONTWAIT,
+        # waiting for room with poll() only when the kernel's buffer is full (_send_all).
+        # lose() shuts the socket down, which wakes a blocked recv().  TLS keeps the timeout:
+        # an SSLSocket takes no flags.
+        self._dontwait = bool(_MSG_DONTWAIT) and self._tls_lock is None
+        sock.settimeout(None if self._dontwait else send_timeout)
         self._reader = threading.Thread(target=self._read_loop, name=f"tarantool_pool-reader-{name}", daemon=True)
         self._reader.start()
 
@@ -314,12 +333,20 @@ class Link:
     def send(self, data: bytes) -> None:
         """Queue ``data``; the first caller to find the outbox idle sends everything queued."""
         with self._outbox_lock:
-            self._outbox.append(data)
             if self._flushing:
+                self._outbox.append(data)
                 return
-            self._flushing = True
+            self._flushing = True  # the outbox is empty whenever nobody is flushing: ours go first
+        chunk = data
         try:
             while True:
+                if self._dontwait:
+                    self._send_all(chunk)
+                elif self._tls_lock is not None:
+                    with self._tls_lock:
+                        self.sock.sendall(chunk)
+                else:
+                    self.sock.sendall(chunk)
                 with self._outbox_lock:
                     if not self._outbox:
                         self._flushing = False
@@ -327,11 +354,6 @@ class Link:
                     batch = self._outbox
                     self._outbox = []
                 chunk = batch[0] if len(batch) == 1 else b"".join(batch)
-                if self._tls_lock is not None:
-                    with self._tls_lock:
-                        self.sock.sendall(chunk)
-                else:
-                    self.sock.sendall(chunk)
         except BaseException as exc:
             with self._outbox_lock:
                 self._flushing = False
@@ -342,33 +364,54 @@ class Link:
             self.lose(error)
             raise error from exc
 
+    def _send_all(self, data: bytes) -> None:
+        """sendall() on the blocking plain socket, never blocking longer than the send timeout."""
+        try:
+            sent = self.sock.send(data, _MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):  # the kernel's buffer is full: wait for room, up to the send timeout
+            self._send_rest(memoryview(data), sent)
+
+    def _send_rest(self, data: memoryview, sent: int) -> None:
+        deadline = time.monotonic() + self._send_timeout
+        while sent < len(data):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not _writable(self.sock, remaining):
+                raise socket.timeout("timed out")
+            try:
+                sent += self.sock.send(data[sent:], _MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+
     def _read_loop(self) -> None:
-        sock, decoder, pending = self.sock, self._decoder, self.pending
+        sock, decoder = self.sock, self._decoder
+        # One buffer for the link's life: recv(n) would allocate n bytes per call (for a large n,
+        # an mmap and a munmap each time) while holding the GIL that a just-woken caller wants.
+        buffer = bytearray(_RECV_SIZE)
+        view = memoryview(buffer)
+        recv_into = sock.recv_into if self._tls_lock is None else self._recv_tls
         try:
             while self.alive:
                 try:
-                    data = self._recv(sock)
+                    size = recv_into(buffer)
                 except (socket.timeout, ssl.SSLWantReadError):
-                    continue  # the socket timeout bounds sends; the reader simply waits again
-                if not data:
+                    continue  # TLS: the socket timeout bounds sends; the reader simply waits again
+                if not size:
                     raise ConnectionClosedError(0, f"{self.name}: the server closed the connection")
-                decoder.feed(data)
-                while True:
-                    frame = decoder.next_frame()
-                    if frame is None:
-                        break
-                    if frame.status == STATUS_CHUNK:
-                        slot = pending.get(frame.sync)
-                        if slot is not None:
-                            slot.push(frame)
-                        continue
-                    slot = pending.pop(frame.sync, None)
-                    if slot is not None:
-                        slot.complete(frame)
-                        if self._idle_waiter is not None and not pending:  # only while a drain waits
-                            self._idle_waiter.set()
-                    else:
-                        log.debug("%s: dropped a late or unknown reply, sync %d", self.name, frame.sync)
+                decoder.feed(view[:size])  # the decoder copies what it keeps
+                # Each frame is handed over only once the next one is decoded: the caller woken by
+                # the last reply of a chunk finds the GIL released at once (by recv), instead of
+                # waking only to wait for it while this thread looks for one more frame.
+                frame = decoder.next_frame()
+                while frame is not None:
+                    try:
+                        following = decoder.next_frame()
+                    except BaseException:
+                        self._deliver(frame)  # it arrived whole: its caller gets it, then the link dies
+                        raise
+                    self._deliver(frame)
+                    frame = following
         except BaseException as exc:
             if self.alive:
                 if isinstance(exc, ProtocolError):  # the decoder's words, with the server they are about
@@ -378,15 +421,31 @@ class Link:
         finally:
             sock.close()  # only here: see lose()
 
-    def _recv(self, sock: socket.socket) -> bytes:
-        if self._tls_lock is None:
-            return sock.recv(_RECV_SIZE)
-        # TLS: wait for readability without the lock, so writers are not blocked meanwhile.
+    def _deliver(self, frame: Frame) -> None:
+        """Hand a reply (or a push) to the slot registered under its sync; drop it if there is none."""
+        pending = self.pending
+        if frame.status == STATUS_CHUNK:
+            slot = pending.get(frame.sync)
+            if slot is not None:
+                slot.push(frame)
+            return
+        slot = pending.pop(frame.sync, None)
+        if slot is not None:
+            slot.complete(frame)
+            if self._idle_waiter is not None and not pending:  # only while a drain waits
+                self._idle_waiter.set()
+        else:
+            log.debug("%s: dropped a late or unknown reply, sync %d", self.name, frame.sync)
+
+    def _recv_tls(self, buffer: bytearray) -> int:
+        sock = self.sock
+        # Wait for readability without the lock, so writers are not blocked meanwhile.
         readable, _, _ = select.select([sock], [], [], 1.0)
         if not readable and not sock.pending():  # type: ignore[attr-defined]
             raise socket.timeout()
+        assert self._tls_lock is not None
         with self._tls_lock:
-            return sock.recv(_RECV_SIZE)
+            return sock.recv_into(buffer)
 
     def lost_error(self) -> NetworkError:
         """A fresh error (one per caller) that says why the link died."""

@@ -517,3 +517,54 @@ def test_only_the_reader_closes_the_socket_so_its_descriptor_cannot_be_reused_un
         server.close()
     assert not link._reader.is_alive()
     assert ours.fileno() == -1, "the reader did not close the socket as it exited"
+
+
+def test_a_send_to_a_peer_that_never_reads_fails_after_the_send_timeout() -> None:
+    """A plain socket is blocking (the reader waits in recv); a send must still never block
+    longer than the send timeout when the peer stops reading and the kernel's buffer fills."""
+    from tarantool_pool.protocol import Decoder, parse_greeting
+    from tarantool_pool.transport import Link
+
+    ours, server = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    link = Link(ours, parse_greeting(greeting()), "socketpair", Decoder("utf-8"), send_timeout=0.2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(NetworkError, match="send to socketpair: timed out"):
+            link.send(b"\x00" * (8 * 1024 * 1024))
+        assert time.monotonic() - started < 5, "the send waited far past its timeout"
+        assert not link.alive, "a send that timed out leaves a half-written request: the link must die"
+    finally:
+        link.close()
+        server.close()
+    assert not link._reader.is_alive()
+
+
+def test_a_large_request_is_sent_whole_to_a_peer_that_reads_slowly() -> None:
+    from tarantool_pool.protocol import Decoder, parse_greeting
+    from tarantool_pool.transport import Link
+
+    ours, server = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    payload = bytes(range(256)) * 4096  # 1 MiB: many times the send buffer
+    received = bytearray()
+
+    def read_slowly() -> None:
+        while len(received) < len(payload):
+            chunk = server.recv(65536)
+            if not chunk:
+                return
+            received.extend(chunk)
+            time.sleep(0.001)
+
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    reader.start()
+    link = Link(ours, parse_greeting(greeting()), "socketpair", Decoder("utf-8"), send_timeout=5.0)
+    try:
+        link.send(payload)
+        reader.join(10)
+        assert bytes(received) == payload
+        assert link.alive
+    finally:
+        link.close()
+        server.close()

@@ -355,6 +355,16 @@ def test_encoder_frame_decodes_back_to_header_and_body() -> None:
     assert decoded_body == {0x10: 512, 0x11: 1, 0x20: ["x", 2], 0x13: 3, 0x12: 100, 0x14: 5}
 
 
+@pytest.mark.parametrize("sync", [0, 1, 127, 128, 65536, 2**32 - 1, 2**32, 2**64 - 1])
+@pytest.mark.parametrize("schema_version", [0, 1, 2**32 - 1, 2**32])
+@pytest.mark.parametrize("body", [None, p.call_body("f", [1])])
+def test_encoder_frame_header_holds_any_sync_and_schema_version(sync: int, schema_version: int,
+                                                                 body: dict[int, Any] | None) -> None:
+    size, objects = unpack_request(Encoder().frame(p.CALL, sync, body, schema_version=schema_version))
+    expected = {0x00: p.CALL, 0x01: sync, **({0x05: schema_version} if schema_version else {})}
+    assert objects == ([expected] if body is None else [expected, body])
+
+
 def test_encoder_frame_uses_the_servers_five_byte_size_prefix() -> None:
     data = Encoder().frame(p.CALL, 1, p.call_body("f", [1, 2, 3]))
     assert data[0] == 0xCE

@@ -55,7 +55,10 @@ class RoutingMixin:
         if self._closed:
             raise PoolClosedError("the pool is closed")
         deadline, until, wait, lag = self._budget(mode, timeout, selection_timeout, max_lag)
-        unit = self._select(mode, until, lag, ())
+        try:  # _select's first step, spelled out: the usual pick is one getnext
+            unit = self.strategy.getnext(mode) if lag is None else self._pick(mode, lag, ())
+        except PoolTopologyError:
+            unit = self._select(mode, until, lag, ())  # picks once more, then waits for a fitting instance
         try:
             return self._attempt(unit, method, args, kwargs, deadline, is_read)
         except DatabaseError as error:
@@ -70,7 +73,8 @@ class RoutingMixin:
         deadline = now + (timeout if timeout is not None else self.request_timeout)
         wait = self.selection_timeout if selection_timeout is None else selection_timeout
         lag = (self.max_lag if max_lag is None else max_lag) if mode in _LAG_MODES else None
-        return deadline, min(deadline, now + wait), wait, lag
+        until = now + wait
+        return deadline, deadline if until > deadline else until, wait, lag
 
     def _retry(self, mode: Mode, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], deadline: float,
                wait: float, lag: float | None, is_read: bool, failed: PoolUnit) -> Any:

@@ -28,6 +28,10 @@ class Mode(enum.Enum):
     PREFER_RW = 4  #: the master if healthy, else a replica
     PREFER_RO = 5  #: a replica if any is healthy, else the master
 
+    # Members are singletons compared by identity: hash them the C way too.  Enum's own
+    # __hash__ is Python code, and routing looks a mode up in a few tables per request.
+    __hash__ = object.__hash__
+
 
 class Status(enum.Enum):
     """Health of one pool instance."""
