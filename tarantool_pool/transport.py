@@ -10,11 +10,10 @@ Rules:
   the slot registered under its sync, a slot is completed exactly once
   (whoever pops it from ``pending`` completes it), and a reply for a slot
   whose caller gave up is dropped.
-- Two kinds of slot, one contract (:class:`Slot`): a :class:`ReplySlot` wakes
-  a blocked caller thread; a :class:`CallbackSlot` (the asyncio path) calls
-  its callback from the thread that completes it (the reader, or whoever
-  loses the link), so the callback must be quick and must not block; an
-  exception in it is logged, never propagated into the reader.
+- A slot honours one contract (:class:`Slot`); the library's is a
+  :class:`ReplySlot`, which wakes a blocked caller thread.  (The asyncio
+  path does not come here: each event loop reads its own socket, see
+  aio/wire.py, sharing :class:`InFlight` with Link.)
 - When the link dies every pending slot fails at once with the cause; a link
   is never reused after that (a reconnect builds a new Link).
 - Whoever kills a link shuts its socket down; only the reader thread closes
@@ -36,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Protocol
 
 from .errors import ConnectionClosedError, Error, NetworkError, ProtocolError, SslError
 from .protocol import GREETING_SIZE, STATUS_CHUNK, Decoder, Frame, Greeting, parse_greeting
@@ -235,44 +234,34 @@ class ReplySlot:
         self._done.acquire()
 
 
-ReplyCallback = Callable[[Optional[Frame], Optional[BaseException]], None]
+class InFlight:
+    """What a link and the asyncio path's LoopLink share: requests in flight by sync, why the
+    link died, and waiting for it to drain (an Event made by the first ``wait_idle``)."""
+
+    name: str
+    pending: dict[int, Any]
+    alive: bool
+    lost_reason: BaseException | None
+    _idle_waiter: threading.Event | None
+
+    def lost_error(self) -> NetworkError:
+        """A fresh error (one per caller) that says why the link died."""
+        reason = self.lost_reason
+        if isinstance(reason, NetworkError):
+            return type(reason)(reason.code, reason.message)
+        return ConnectionClosedError(0, f"{self.name}: connection lost ({reason})")
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no request is pending (or the link dies); True if that happened in time."""
+        waiter = self._idle_waiter
+        if waiter is None:
+            waiter = self._idle_waiter = threading.Event()
+        if not self.pending or not self.alive:
+            return True
+        return waiter.wait(timeout) or not self.pending
 
 
-class CallbackSlot:
-    """A reply slot for a caller that does not wait: it reports to callbacks instead.
-
-    ``on_reply(frame, None)`` or ``on_reply(None, error)`` is called exactly
-    once, ``on_push(frame)`` for each out-of-band push before it, from the
-    thread that completes the slot (normally the link's reader).
-    """
-
-    __slots__ = ("_on_reply", "_on_push")
-
-    def __init__(self, on_reply: ReplyCallback, on_push: Callable[[Frame], None] | None = None) -> None:
-        self._on_reply = on_reply
-        self._on_push = on_push
-
-    def complete(self, frame: Frame) -> None:
-        self._report(frame, None)
-
-    def fail(self, error: BaseException) -> None:
-        self._report(None, error)
-
-    def push(self, frame: Frame) -> None:
-        if self._on_push is not None:
-            try:
-                self._on_push(frame)
-            except Exception:  # the reader must live on
-                log.exception("a push callback failed (sync %d)", frame.sync)
-
-    def _report(self, frame: Frame | None, error: BaseException | None) -> None:
-        try:
-            self._on_reply(frame, error)
-        except Exception:  # the reader must live on
-            log.exception("a reply callback failed")
-
-
-class Link:
+class Link(InFlight):
     """One socket with a reader thread; requests pipelined, replies matched by sync."""
 
     def __init__(self, sock: socket.socket, greeting: Greeting, name: str, decoder: Decoder,
@@ -320,15 +309,6 @@ class Link:
         if self._idle_waiter is not None and not self.pending:
             self._idle_waiter.set()
         return removed
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until no request is pending (or the link dies); True if that happened in time."""
-        waiter = self._idle_waiter
-        if waiter is None:
-            waiter = self._idle_waiter = threading.Event()
-        if not self.pending or not self.alive:
-            return True
-        return waiter.wait(timeout) or not self.pending
 
     def send(self, data: bytes) -> None:
         """Queue ``data``; the first caller to find the outbox idle sends everything queued."""
@@ -446,13 +426,6 @@ class Link:
         assert self._tls_lock is not None
         with self._tls_lock:
             return sock.recv_into(buffer)
-
-    def lost_error(self) -> NetworkError:
-        """A fresh error (one per caller) that says why the link died."""
-        reason = self.lost_reason
-        if isinstance(reason, NetworkError):
-            return type(reason)(reason.code, reason.message)
-        return ConnectionClosedError(0, f"{self.name}: connection lost ({reason})")
 
     def lose(self, reason: BaseException) -> None:
         """Mark the link dead, fail every pending request at once, close the socket."""

@@ -492,19 +492,27 @@ def test_only_the_reader_closes_the_socket_so_its_descriptor_cannot_be_reused_un
     check that the descriptor stays ours until the reader has let go of it.
     """
     from tarantool_pool.protocol import Decoder, parse_greeting
-    from tarantool_pool.transport import CallbackSlot, Link
+    from tarantool_pool.transport import Link
 
     ours, server = socket.socketpair()
     in_callback, release = threading.Event(), threading.Event()
 
-    def hold_the_reader(frame: Any, error: Any) -> None:
-        if frame is not None:
+    class HoldingSlot:
+        """A slot whose completion keeps the reader until the test releases it."""
+
+        def complete(self, frame: Any) -> None:
             in_callback.set()
             release.wait(10)
 
+        def fail(self, error: BaseException) -> None:
+            pass
+
+        def push(self, frame: Any) -> None:
+            pass
+
     link = Link(ours, parse_greeting(greeting()), "socketpair", Decoder("utf-8"))
     try:
-        link.register(1, CallbackSlot(hold_the_reader))
+        link.register(1, HoldingSlot())
         server.sendall(reply(1, {0x30: [1]}))
         assert in_callback.wait(5), "the reader never delivered the reply"
         link.lose(ConnectionError("killed by the test"))

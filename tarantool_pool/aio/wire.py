@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import protocol as p
 from ..connection import DEFAULT_CONNECT_TIMEOUT, Connection
-from ..errors import ConnectionClosedError, Error, NetworkError, ProtocolError
+from ..errors import ConnectionClosedError, Error, ProtocolError
 from ..protocol import GREETING_SIZE, STATUS_CHUNK, Decoder, Frame, Greeting
-from ..transport import Link, translate_socket_error
+from ..transport import InFlight, Link, translate_socket_error
 
 if TYPE_CHECKING:
     from .engine import LoopState
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tarantool_pool")
 
 
-class LoopLink(asyncio.Protocol):
+class LoopLink(asyncio.Protocol, InFlight):
     """One socket driven by one event loop; requests pipelined, replies matched by sync."""
 
     def __init__(self, conn: Connection, link: Link, state: LoopState) -> None:
@@ -131,13 +131,6 @@ class LoopLink(asyncio.Protocol):
         if not self.pending:
             self._became_idle()
         return removed
-
-    def lost_error(self) -> NetworkError:
-        """A fresh error (one per caller) that says why this link died."""
-        reason = self.lost_reason
-        if isinstance(reason, NetworkError):
-            return type(reason)(reason.code, reason.message)
-        return ConnectionClosedError(0, f"{self.name}: connection lost ({reason})")
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -252,14 +245,6 @@ class LoopLink(asyncio.Protocol):
             self.loop.call_soon_threadsafe(function, *args)
         except RuntimeError:  # the loop is closed: nobody awaits its futures; the transport goes with it
             pass
-
-    def wait_idle(self, timeout: float) -> bool:
-        waiter = self._idle_waiter
-        if waiter is None:
-            waiter = self._idle_waiter = threading.Event()
-        if not self.pending or not self.alive:
-            return True
-        return waiter.wait(timeout) or not self.pending
 
     def is_orphaned(self) -> bool:
         return self.loop.is_closed()
