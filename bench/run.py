@@ -153,6 +153,10 @@ def main(argv: list[str]) -> int:
         ratio = "not measured" if line["ratio"] is None else f"{line['ratio']:.2f}x"
         print(f"{line['verdict']:12s} {line['target']}, {line['workload']}, c={line['concurrency']}: {ratio} "
               f"(target {line['bound']})")
+    for line in verdicts["targets"]:
+        ratio = "not measured" if line["aio_ratio"] is None else f"{line['aio_ratio']:.2f}x"
+        print(f"{line['aio_verdict']:12s} aio.ConnectionPool (tasks): {line['target']}, {line['workload']}, "
+              f"c={line['concurrency']}: {ratio} (target {line['bound']})")
     check = verdicts["correctness"]
     print(f"{check['verdict']:12s} zero errors and mismatches in every tarantool_pool cell ({check['cells']} cells)")
     for offender in check["offenders"]:
