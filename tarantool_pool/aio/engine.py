@@ -7,9 +7,11 @@ Rules:
   on first use per (loop, link) and dropped with it.  The sync link keeps
   the connection's state: whether the server is reachable (a dead sync link
   means no request is sent), reconnects, schema loads.
-- Bytes go to a per-loop outbox flushed once per loop iteration
-  (``loop.call_soon``), one write per link, so a ``gather`` of N requests
-  leaves in one send.  Replies are read and settled on the loop.
+- A lone request (nothing else in flight on its link) is written at once;
+  otherwise its bytes go to a per-loop outbox flushed once per loop
+  iteration (``loop.call_soon``), one write per link, so a ``gather`` of N
+  requests leaves in one or two sends.  Replies are read and settled on the
+  loop.
 - Deadlines: when a request's deadline passes before its reply, the loop
   forgets its sync (whoever pops the sync settles the future) and raises
   RequestTimeoutError; a late reply finds nothing and is dropped.  Deadlines
@@ -70,11 +72,15 @@ class LoopState:
             del self.links[link.link]
 
     def send_soon(self, link: LoopLink, data: bytes) -> None:
-        """Queue ``data`` for ``link``; everything queued in this loop iteration leaves in one send."""
+        """Send ``data`` on ``link`` now if it is the link's only request in flight, else queue it:
+        everything queued in this loop iteration leaves in one send."""
         outbox = self._outbox
         chunks = outbox.get(link)
         if chunks is not None:
             chunks.append(data)
+            return
+        if len(link.pending) == 1:  # a lone request (nothing else in flight to batch with): send it now
+            link.send(data)
             return
         if not outbox:
             self.loop.call_soon(self._flush)
