@@ -62,13 +62,15 @@ class LoopLink(asyncio.Protocol, InFlight):
         self._syncs = itertools.count(1)
         self._transport: asyncio.Transport | None = None
         self._idle_waiter: threading.Event | None = None  # created by the first wait_idle()
+        self._opening: asyncio.Task[None] | None = None
 
     # -- opening -----------------------------------------------------------------------
 
     def open(self) -> None:
         """Start opening in the background; ``ready`` completes (or fails) when it is done."""
         self.ready.add_done_callback(_consume_exception)
-        self.loop.create_task(self._open())
+        # Held here: the loop keeps only a weak reference to a task, which could vanish mid-way.
+        self._opening = self.loop.create_task(self._open())
 
     async def _open(self) -> None:
         conn = self.conn
