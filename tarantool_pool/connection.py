@@ -73,6 +73,9 @@ class Companion(Protocol):
     def is_orphaned(self) -> bool:
         """True when nothing can use it any more (its event loop is closed)."""
 
+    def abandon(self) -> None:
+        """For an orphan: shut its socket down and let go of it; from any thread."""
+
 
 class Connection(CrudMixin):
     """A thread-safe, pipelined connection, API-compatible with ``tarantool.Connection``."""
@@ -225,10 +228,11 @@ class Connection(CrudMixin):
         with self._companions_lock:
             if not link.alive:
                 return False
-            # Companions of closed event loops are dropped here: nothing else would ever reach them.
-            kept = [other for other in self._companions.get(link, ()) if not other.is_orphaned()]
-            kept.append(companion)
-            self._companions[link] = kept
+            companions = self._companions.get(link, [])
+            orphans = [other for other in companions if other.is_orphaned()]
+            self._companions[link] = [other for other in companions if other not in orphans] + [companion]
+        for orphan in orphans:  # of closed event loops: nothing else would ever reach them
+            orphan.abandon()
         return True
 
     def _detach_companion(self, link: Link, companion: Companion) -> None:
@@ -308,7 +312,8 @@ class Connection(CrudMixin):
         link = self._link
         if link is None:
             return 0
-        return len(link.pending) + sum(len(companion.pending) for companion in self._companions_of(link))
+        return len(link.pending) + sum(len(companion.pending) for companion in self._companions_of(link)
+                                       if not companion.is_orphaned())
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no request is in flight (for a graceful close); True if idle in time."""
@@ -319,7 +324,7 @@ class Connection(CrudMixin):
         if not link.wait_idle(timeout):
             return False
         return all(companion.wait_idle(max(deadline - time.monotonic(), 0.0))
-                   for companion in self._companions_of(link))
+                   for companion in self._companions_of(link) if not companion.is_orphaned())
 
     def is_closed(self) -> bool:
         link = self._link

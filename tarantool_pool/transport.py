@@ -256,9 +256,17 @@ class InFlight:
         waiter = self._idle_waiter
         if waiter is None:
             waiter = self._idle_waiter = threading.Event()
-        if not self.pending or not self.alive:
-            return True
-        return waiter.wait(timeout) or not self.pending
+        deadline = time.monotonic() + timeout
+        while self.pending and self.alive:
+            # Cleared first, checked after: a completion between the two sets it again.  (Set by an
+            # earlier drain and never cleared, it would end every later drain at once.)
+            waiter.clear()
+            if not self.pending or not self.alive:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not waiter.wait(remaining):
+                return not self.pending
+        return True
 
 
 class Link(InFlight):

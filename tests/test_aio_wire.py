@@ -12,6 +12,7 @@ new user; loops that have ended leave nothing behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import threading
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 from cluster import Cluster
-from support import run
+from support import run, until
 from test_misbehaving_server import (
     GARBAGE,
     Client,
@@ -33,6 +34,7 @@ from test_misbehaving_server import (
 )
 
 from tarantool_pool import ConnectionPool, Mode, aio
+from tarantool_pool.aio.engine import loop_state
 from tarantool_pool.errors import ConnectionClosedError, NetworkError, PoolClosedError, ProtocolError
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaked_readers")]
@@ -92,12 +94,59 @@ def test_each_event_loop_opens_its_own_connection_once(aconn: aio.Connection) ->
     assert sessions["loop-0"] != sessions["loop-1"]
 
 
-def test_loops_that_have_ended_leave_no_connection_behind(aconn: aio.Connection) -> None:
+def server_connections(cluster: Cluster) -> int:
+    return int(cluster.admin("inst1", "return box.stat.net().CONNECTIONS.current"))
+
+
+async def until_server_connections(cluster: Cluster, expected: int) -> None:
+    await until(lambda: server_connections(cluster) == expected, 10,
+                f"inst1 back to {expected} client connection(s)")
+
+
+def test_loops_that_have_ended_leave_no_connection_behind(aconn: aio.Connection, cluster: Cluster) -> None:
+    run(aconn.connect())  # the sync link
+    baseline = server_connections(cluster)
     for _ in range(5):  # five event loops, one after another (asyncio.run each time)
         run(aconn.eval(SESSION_ID))
-    link = aconn.sync._link
-    # Each new loop's connection drops those of loops that have closed.
-    assert len(aconn.sync._companions_of(link)) == 1
+    run(until_server_connections(cluster, baseline))  # each loop's connection closed as the loop shut down
+    assert aconn.sync._companions_of(aconn.sync._link) == []
+
+    def one_loop_in_a_thread() -> None:
+        run(aconn.eval(SESSION_ID))
+
+    workers = [threading.Thread(target=one_loop_in_a_thread) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    run(until_server_connections(cluster, baseline))  # threads that ran one loop and went idle
+
+    loop = asyncio.new_event_loop()  # closed by hand, without asyncio.run's shutdown
+    loop.run_until_complete(aconn.eval(SESSION_ID))
+    loop.close()
+    run(aconn.eval(SESSION_ID))  # this thread's next loop finds the closed one and lets go of its socket
+    run(until_server_connections(cluster, baseline))
+
+
+def test_a_second_drain_waits_like_the_first(aconn: aio.Connection) -> None:
+    async def drain_while_a_call_runs() -> tuple[bool, bool]:
+        slow = asyncio.ensure_future(aconn.call("sleep", 0.5))
+        await asyncio.sleep(0.1)
+        idle = await asyncio.to_thread(aconn.sync.wait_idle, 10)
+        finished = slow.done()
+        await slow
+        return idle, finished
+
+    assert run(drain_while_a_call_runs()) == (True, True)
+    assert run(drain_while_a_call_runs()) == (True, True)  # the drain before must not end this one at once
+    sync = aconn.sync
+    for _ in range(2):  # the same on the sync link
+        caller = threading.Thread(target=sync.call, args=("sleep", 0.5))
+        caller.start()
+        time.sleep(0.1)
+        assert sync.in_flight == 1
+        assert sync.wait_idle(10) and sync.in_flight == 0  # returned once the reply came, not at once
+        caller.join(5)
 
 
 # -- living and dying with the sync link ----------------------------------------------------
@@ -249,42 +298,41 @@ def sync_link_greeted_then(second: Any) -> Any:
     return script
 
 
-def test_a_loop_connection_whose_greeting_never_comes_fails_within_the_connect_timeout() -> None:
-    server = FakeServer(sync_link_greeted_then(lambda client: client.hold()))
-    connection = aio.Connection(server.host, server.port, connection_timeout=0.5)
+@contextlib.contextmanager
+def against(script: Any, connection_timeout: float = 2) -> Iterator[tuple[FakeServer, aio.Connection]]:
+    """An aio.Connection (no user) to a fake server playing ``script``; both closed afterwards."""
+    server = FakeServer(script)
+    connection = aio.Connection(server.host, server.port, connection_timeout=connection_timeout)
     try:
+        yield server, connection
+    finally:
+        run(connection.close())
+        server.close()
+
+
+def greet_with_garbage(client: Client) -> None:
+    client.send(GARBAGE[:128])
+    client.hold()
+
+
+def test_a_loop_connection_whose_greeting_never_comes_fails_within_the_connect_timeout() -> None:
+    never_greets = sync_link_greeted_then(lambda client: client.hold())
+    with against(never_greets, connection_timeout=0.5) as (server, connection):
         started = time.monotonic()
         with pytest.raises(NetworkError, match=f"connect to {server.name}: timed out"):
             run(connection.call("echo", 1, timeout=5))
         assert time.monotonic() - started < 3
-    finally:
-        run(connection.close())
-        server.close()
 
 
 def test_a_loop_connection_greeted_with_garbage_names_the_server() -> None:
-    def garbage(client: Client) -> None:
-        client.send(GARBAGE[:128])
-        client.hold()
-
-    server = FakeServer(sync_link_greeted_then(garbage))
-    connection = aio.Connection(server.host, server.port, connection_timeout=2)
-    try:
+    with against(sync_link_greeted_then(greet_with_garbage)) as (server, connection):
         with pytest.raises(ProtocolError, match=f"connect to {server.name}: not a Tarantool server"):
             run(connection.call("echo", 1, timeout=5))
-    finally:
-        run(connection.close())
-        server.close()
 
 
 def test_a_reply_under_a_strangers_sync_is_dropped_and_the_real_one_delivered() -> None:
-    server = FakeServer(greet_then_answer(answer_unknown_sync_then_real))
-    connection = aio.Connection(server.host, server.port, connection_timeout=2)
-    try:
+    with against(greet_then_answer(answer_unknown_sync_then_real)) as (_, connection):
         assert run(connection.call("anything", timeout=5)).data == ["yours"]
-    finally:
-        run(connection.close())
-        server.close()
 
 
 def test_a_server_that_hangs_up_fails_the_request_with_its_cause() -> None:
@@ -293,11 +341,59 @@ def test_a_server_that_hangs_up_fails_the_request_with_its_cause() -> None:
         client.read_request()
         client.sock.shutdown(socket.SHUT_RDWR)
 
-    server = FakeServer(sync_link_greeted_then(greet_then_hang_up))
-    connection = aio.Connection(server.host, server.port, connection_timeout=2)
-    try:
+    with against(sync_link_greeted_then(greet_then_hang_up)) as (_, connection):
         with pytest.raises(ConnectionClosedError, match="the server closed the connection"):
             run(connection.call("anything", timeout=5))
+
+
+def test_a_reauthentication_while_the_loop_connection_opens_moves_the_request_to_a_new_one(
+        aconn: aio.Connection, cluster: Cluster) -> None:
+    async def scenario() -> tuple[str, str]:
+        await aconn.connect()
+        first = asyncio.ensure_future(aconn.eval(SESSION_USER, timeout=5))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the loop's connection is being opened now
+        aconn.sync.authenticate(cluster.user, cluster.password)  # retires it (same user: nothing else changes)
+        return (await first).data[0], (await aconn.eval(SESSION_USER)).data[0]
+
+    assert run(scenario()) == (cluster.user, cluster.user)
+
+
+def test_callers_sharing_a_failed_opening_each_get_their_own_error() -> None:
+    with against(sync_link_greeted_then(greet_with_garbage)) as (_, connection):
+        async def scenario() -> list[BaseException]:
+            await connection.connect()
+            return await asyncio.gather(*(connection.call("echo", i, timeout=5) for i in range(20)),
+                                        return_exceptions=True)
+
+        errors = run(scenario())
+        assert all(isinstance(error, ProtocolError) for error in errors), errors
+        assert len({id(error) for error in errors}) == 20  # not one object whose traceback all of them edit
+        assert all(error.__cause__ is not error for error in errors)
+
+
+@pytest.mark.slow
+def test_a_server_that_stops_reading_loses_the_loop_connection_after_the_send_timeout(cluster: Cluster) -> None:
+    inst = cluster.instances["inst1"]
+    connection = aio.Connection(inst.host, inst.port, user=cluster.user, password=cluster.password,
+                                socket_timeout=1)
+
+    async def scenario() -> None:
+        await connection.ping()
+        wire = next(iter(loop_state().links.values()))
+        cluster.freeze("inst1")
+        try:
+            blob = "x" * 200_000
+            while wire.alive:  # far more than the socket buffers hold: asyncio pauses our writing
+                results = await asyncio.gather(*(connection.call("echo", blob, timeout=0.3) for _ in range(50)),
+                                               return_exceptions=True)
+                assert all(isinstance(result, NetworkError) for result in results), results
+            assert "timed out (the server read nothing for 1 s)" in str(wire.lost_reason)
+        finally:
+            cluster.thaw("inst1")
+        assert (await connection.call("echo", "after the thaw", timeout=10)).data == ["after the thaw"]
+
+    try:
+        run(scenario(), timeout=60)
     finally:
         run(connection.close())
-        server.close()

@@ -31,16 +31,25 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
 import math
 import threading
 import time
-from typing import Any, Tuple
+import weakref
+from typing import Any, AsyncGenerator, Tuple
 
 from .. import protocol as p
 from ..connection import Connection, PushCallback, _not_sent
-from ..errors import NetworkError, RequestTimeoutError, SchemaError, WrongSchemaVersionError
+from ..errors import (
+    ConnectionClosedError,
+    Error,
+    NetworkError,
+    RequestTimeoutError,
+    SchemaError,
+    WrongSchemaVersionError,
+)
 from ..protocol import Frame
 from ..requests import Request
 from ..response import Response
@@ -58,13 +67,33 @@ class LoopState:
     """One event loop's links (a LoopLink per sync link), outbox (bytes to send) and
     deadlines (futures to time out, by tick)."""
 
-    __slots__ = ("loop", "links", "_outbox", "_ticks")
+    __slots__ = ("loop", "links", "_outbox", "_ticks", "_shutdown_hook", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.links: dict[Link, LoopLink] = {}
         self._outbox: dict[LoopLink, list[bytes]] = {}
         self._ticks: dict[int, dict[asyncio.Future[Frame], Expiry]] = {}
+        # A loop says nothing when it closes, but asyncio.run() (and Runner) close every open async
+        # generator first, with the loop still running (loop.shutdown_asyncgens): this one, started
+        # here on the loop's thread, closes the links then, properly.  Loops closed otherwise are
+        # found later (loop_state(), Connection._attach_companion, a dying sync link): abandon().
+        self._shutdown_hook = _until_loop_shutdown(self)
+        try:
+            self._shutdown_hook.asend(None).send(None)  # runs to its yield: the loop now tracks it
+        except StopIteration:
+            pass
+
+    def close_links(self) -> None:
+        """The loop is shutting down: lose every link (their sockets close on the loop)."""
+        for link in list(self.links.values()):
+            link.lose(ConnectionClosedError(0, f"{link.name}: its event loop is shutting down"))
+
+    def abandon(self) -> None:
+        """The loop is closed: shut its links' sockets down (wire.LoopLink.abandon)."""
+        for link in list(self.links.values()):
+            link.abandon()
+        self.links.clear()
 
     def forget_link(self, link: LoopLink) -> None:
         """``link`` takes no new requests (it died or retired)."""
@@ -109,15 +138,32 @@ class LoopState:
                 future.set_exception(conn._timed_out(code, sync))
 
 
+async def _until_loop_shutdown(state: LoopState) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        state.close_links()
+
+
 _local = threading.local()
 
 
 def loop_state() -> LoopState:
-    """The running loop's state (one per loop; a thread runs one loop at a time)."""
+    """The running loop's state (one per loop; a thread runs one loop at a time, usually the same one)."""
     loop = asyncio.get_running_loop()
     state: LoopState | None = getattr(_local, "state", None)
-    if state is None or state.loop is not loop:
-        state = _local.state = LoopState(loop)
+    if state is not None and state.loop is loop:
+        return state
+    states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] | None = getattr(_local, "states", None)
+    if states is None:
+        states = _local.states = weakref.WeakKeyDictionary()
+    for old in [old for old in states.values() if old.loop.is_closed()]:  # this thread's ended loops
+        del states[old.loop]
+        old.abandon()
+    state = states.get(loop)
+    if state is None:
+        state = states[loop] = LoopState(loop)
+    _local.state = state
     return state
 
 
@@ -165,21 +211,27 @@ async def live_link(conn: Connection, deadline: float) -> Link:
 async def loop_link(conn: Connection, link: Link, deadline: float) -> LoopLink:
     """This loop's companion of the live sync ``link``, opened on first use (within ``deadline``)."""
     state = loop_state()
-    companion = state.links.get(link)
-    if companion is None:
-        companion = state.links[link] = LoopLink(conn, link, state)
-        companion.open()
-    elif companion.ready.done():  # opened (a link that failed to open or died is no longer in links)
-        return companion
-    try:
-        async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
-            await asyncio.shield(companion.ready)
-    except TimeoutError:
-        raise _not_sent(RequestTimeoutError(
-            0, f"{conn.name}: the connection was not ready within the deadline")) from None
-    except NetworkError as exc:
-        raise _not_sent(exc) from exc
-    return companion
+    while True:
+        companion = state.links.get(link)
+        if companion is None:
+            companion = state.links[link] = LoopLink(conn, link, state)
+            companion.open()
+        elif companion.ready.done():  # opened (a link that failed to open, died or retired is not in links)
+            return companion
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
+                await asyncio.shield(companion.ready)
+        except TimeoutError:
+            raise _not_sent(RequestTimeoutError(
+                0, f"{conn.name}: the connection was not ready within the deadline")) from None
+        except Error as exc:
+            if companion.retired and link.alive:
+                continue  # the connection re-authenticated while this one opened: open one as the new user
+            fresh = copy.copy(exc)  # one per caller: every waiter got the same object from ``ready``
+            raise (_not_sent(fresh) if isinstance(fresh, NetworkError) else fresh) from exc
+        if companion.alive and not companion.retired:
+            return companion
+        # Lost or retired between opening and this caller's turn: the next turn takes another.
 
 
 def ready_links(conn: Connection) -> tuple[Link, LoopLink] | None:
@@ -225,6 +277,8 @@ async def perform(conn: Connection, request: Request, timeout: float | None, on_
                 continue
         except NetworkError as exc:  # failed while loading the schema: the request itself never left
             raise _not_sent(exc) from exc
+        if wire.retired or not wire.alive:  # changed while the schema loaded (a re-authentication, a loss)
+            wire = (ready_links(conn) or await open_links(conn, deadline))[1]
         try:
             return Response(await roundtrip(conn, wire, request.code, body, deadline, schema.version,
                                             on_push, on_push_ctx))

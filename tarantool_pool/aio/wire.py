@@ -18,6 +18,12 @@ Rules:
 - Opening (TCP or unix socket, TLS, greeting, authentication) is bounded by
   the connection's connect timeout; concurrent requests share one opening
   and each waits for it only within its own deadline.
+- Writes are bounded like the sync path's: when the server reads nothing for
+  the send timeout while our buffer is over asyncio's high-water mark, the
+  link is lost (its requests fail) instead of buffering without end.
+- A LoopLink of a loop that has closed (nothing can run on it any more) is
+  abandoned wherever that is noticed: its socket is shut down, its
+  references dropped (see engine.loop_state and Connection._attach_companion).
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import protocol as p
 from ..connection import DEFAULT_CONNECT_TIMEOUT, Connection
-from ..errors import ConnectionClosedError, Error, ProtocolError
+from ..errors import ConnectionClosedError, Error, NetworkError, ProtocolError
 from ..protocol import GREETING_SIZE, STATUS_CHUNK, Decoder, Frame, Greeting
 from ..transport import InFlight, Link, translate_socket_error
 
@@ -63,6 +70,8 @@ class LoopLink(asyncio.Protocol, InFlight):
         self._transport: asyncio.Transport | None = None
         self._idle_waiter: threading.Event | None = None  # created by the first wait_idle()
         self._opening: asyncio.Task[None] | None = None
+        self._send_timeout = max(conn.default_timeout, 1.0)  # the sync link's bound on a stalled send
+        self._stalled: asyncio.TimerHandle | None = None  # armed while asyncio has paused our writing
 
     # -- opening -----------------------------------------------------------------------
 
@@ -81,6 +90,8 @@ class LoopLink(asyncio.Protocol, InFlight):
             async with asyncio.timeout(conn.connection_timeout or DEFAULT_CONNECT_TIMEOUT):
                 await self._connect()
                 greeting = await self._greeted
+                if not self.alive:  # lost while this task waited to resume: AUTH would wait for nothing
+                    raise self.lost_error()
                 if conn.user:
                     body = conn._auth_body(conn.user, conn.password or "", greeting)
                     self._settled(await self.request(p.AUTH, body))
@@ -189,6 +200,21 @@ class LoopLink(asyncio.Protocol, InFlight):
             self._greeted.set_result(self.greeting)
         return head[GREETING_SIZE:]
 
+    def pause_writing(self) -> None:
+        # The server is not reading: give it the send timeout, as the sync path does, then give up.
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self._send_timeout, self._send_stalled)
+
+    def resume_writing(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _send_stalled(self) -> None:
+        self._stalled = None
+        self.lose(NetworkError(0, f"send to {self.name}: timed out (the server read nothing for "
+                                  f"{self._send_timeout:g} s)"))
+
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
 
@@ -215,11 +241,38 @@ class LoopLink(asyncio.Protocol, InFlight):
             if not waiting.done():
                 waiting.set_exception(self.lost_error())
                 waiting.exception()  # retrieved: nobody may be waiting for it
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
         self._became_idle()
         self.state.forget_link(self)
         self.conn._detach_companion(self.link, self)
         if self._transport is not None:
             self._transport.abort()
+
+    def abandon(self) -> None:
+        """From any thread, once the loop is closed: shut the socket down, drop what refers to it.
+
+        Nothing can settle this loop's futures any more (nobody awaits them either), and a closed
+        loop cannot close its transports; the shutdown ends the server's session at once, the
+        descriptor goes with the transport object.
+        """
+        if not self.alive:
+            return
+        self.alive = False
+        self.lost_reason = ConnectionClosedError(0, f"{self.name}: its event loop is closed")
+        self.pending = {}
+        self.pushes = {}
+        transport = self._transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self.state.links.pop(self.link, None)
+        self.conn._detach_companion(self.link, self)
 
     def retire(self) -> None:
         """On the loop: no new requests; close once the ones in flight are done."""
@@ -245,8 +298,8 @@ class LoopLink(asyncio.Protocol, InFlight):
     def _on_loop(self, function: Callable[..., None], *args: Any) -> None:
         try:
             self.loop.call_soon_threadsafe(function, *args)
-        except RuntimeError:  # the loop is closed: nobody awaits its futures; the transport goes with it
-            pass
+        except RuntimeError:  # the loop is closed: nobody awaits its futures any more
+            self.abandon()
 
     def is_orphaned(self) -> bool:
         return self.loop.is_closed()
