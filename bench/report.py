@@ -261,16 +261,8 @@ def results_markdown(run: dict[str, Any], summary: Summary) -> str:
     add("")
     add("Verdict lines:\n")
     add("```")
-    for line in target_lines:
-        ratio = "not measured" if line["ratio"] is None else f"{line['ratio']:.2f}x"
-        add(f"{line['verdict']:12s} {line['target']}, {line['workload']}, c={line['concurrency']}: "
-            f"{ratio} (target {line['bound']})")
-    for line in target_lines:
-        ratio = "not measured" if line["aio_ratio"] is None else f"{line['aio_ratio']:.2f}x"
-        add(f"{line['aio_verdict']:12s} aio.ConnectionPool (tasks): {line['target']}, {line['workload']}, "
-            f"c={line['concurrency']}: {ratio} (target {line['bound']})")
-    add(f"{check['verdict']:12s} zero errors and mismatches in every tarantool_pool cell "
-        f"({check['cells']} cells{', offenders: ' + str(len(check['offenders'])) if check['offenders'] else ''})")
+    for text in verdict_lines(target_lines, check):
+        add(text)
     add("```")
     for offender in check["offenders"]:
         add(f"- {offender}")
@@ -341,6 +333,21 @@ def results_markdown(run: dict[str, Any], summary: Summary) -> str:
         add("")
     add("Raw per-round records: `results.json` next to this file.\n")
     return "\n".join(out)
+
+
+def verdict_lines(target_lines: list[dict[str, Any]], check: dict[str, Any]) -> list[str]:
+    """One line per target (the threaded pool's, then the asyncio face's), then correctness."""
+    lines = []
+    for ratio_key, verdict_key, who in (("ratio", "verdict", ""),
+                                        ("aio_ratio", "aio_verdict", "aio.ConnectionPool (tasks): ")):
+        for line in target_lines:
+            ratio = "not measured" if line[ratio_key] is None else f"{line[ratio_key]:.2f}x"
+            lines.append(f"{line[verdict_key]:12s} {who}{line['target']}, {line['workload']}, "
+                         f"c={line['concurrency']}: {ratio} (target {line['bound']})")
+    offenders = f", offenders: {len(check['offenders'])}" if check["offenders"] else ""
+    lines.append(f"{check['verdict']:12s} zero errors and mismatches in every tarantool_pool cell "
+                 f"({check['cells']} cells{offenders})")
+    return lines
 
 
 def write_report(run: dict[str, Any], out_dir: Path) -> dict[str, Any]:

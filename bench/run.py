@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
     harness.reexec_in_venv(__file__, argv)
     install_failures = harness.ensure_venv()  # no-op when up to date; says what could not be installed
 
-    from report import write_report
+    from report import verdict_lines, write_report
 
     plan = harness.QUICK if args.quick else harness.FULL
     if args.rounds:
@@ -149,16 +149,9 @@ def main(argv: list[str]) -> int:
     verdicts = write_report(run, out_dir)
     print(f"\n{time.monotonic() - started:.0f} s; wrote {out_dir / 'RESULTS.md'}, "
           f"{out_dir / 'requests_per_second.png'}, {out_dir / 'results.json'}")
-    for line in verdicts["targets"]:
-        ratio = "not measured" if line["ratio"] is None else f"{line['ratio']:.2f}x"
-        print(f"{line['verdict']:12s} {line['target']}, {line['workload']}, c={line['concurrency']}: {ratio} "
-              f"(target {line['bound']})")
-    for line in verdicts["targets"]:
-        ratio = "not measured" if line["aio_ratio"] is None else f"{line['aio_ratio']:.2f}x"
-        print(f"{line['aio_verdict']:12s} aio.ConnectionPool (tasks): {line['target']}, {line['workload']}, "
-              f"c={line['concurrency']}: {ratio} (target {line['bound']})")
     check = verdicts["correctness"]
-    print(f"{check['verdict']:12s} zero errors and mismatches in every tarantool_pool cell ({check['cells']} cells)")
+    for text in verdict_lines(verdicts["targets"], check):
+        print(text)
     for offender in check["offenders"]:
         print(f"             {offender}")
     ok_cells = sum(1 for record in run["records"] if record.get("status") == "ok")
