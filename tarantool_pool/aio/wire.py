@@ -94,7 +94,7 @@ class LoopLink(asyncio.Protocol, InFlight):
                     raise self.lost_error()
                 if conn.user:
                     body = conn._auth_body(conn.user, conn.password or "", greeting)
-                    self._settled(await self.request(p.AUTH, body))
+                    conn._checked(await self.request(p.AUTH, body))  # a refusal raises its error class
         except BaseException as exc:
             error = exc if isinstance(exc, Error) else translate_socket_error(exc, where)
             if not self.ready.done():  # before lose(): the callers see this cause, not "connection lost"
@@ -115,9 +115,6 @@ class LoopLink(asyncio.Protocol, InFlight):
         else:
             await self.loop.create_connection(lambda: self, conn.host, int(conn.port), ssl=tls,
                                               server_hostname=conn.host if tls is not None else None)
-
-    def _settled(self, frame: Frame) -> Frame:
-        return self.conn._checked(frame)
 
     # -- requests (on the loop) ----------------------------------------------------------
 
@@ -271,7 +268,7 @@ class LoopLink(asyncio.Protocol, InFlight):
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-        self.state.links.pop(self.link, None)
+        self.state.forget_link(self)
         self.conn._detach_companion(self.link, self)
 
     def retire(self) -> None:
@@ -279,7 +276,7 @@ class LoopLink(asyncio.Protocol, InFlight):
         self.retired = True
         self.state.forget_link(self)
         if not self.pending:
-            self.lose(ConnectionClosedError(0, f"{self.name}: retired (the connection re-authenticated)"))
+            self._became_idle()
 
     def _became_idle(self) -> None:
         if self._idle_waiter is not None:
