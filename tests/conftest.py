@@ -83,6 +83,22 @@ def conn(cluster: Cluster) -> Iterator[Any]:
 
 
 @pytest.fixture
+def aconn(cluster: Cluster) -> Iterator[Any]:
+    """An aio.Connection to inst1 (the master) as the test user, connected; closed after the test."""
+    from support import run
+
+    from tarantool_pool import aio
+
+    connection = aio.Connection(cluster.instances["inst1"].host, cluster.instances["inst1"].port,
+                                user=cluster.user, password=cluster.password)
+    run(connection.connect())
+    try:
+        yield connection
+    finally:
+        run(connection.close())
+
+
+@pytest.fixture
 def make_pool(cluster: Cluster) -> Iterator[Callable[..., Any]]:
     """Factory ``make_pool(where=None, **kwargs)`` of ConnectionPools as the test user, closed after the test.
 

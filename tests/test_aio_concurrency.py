@@ -215,17 +215,6 @@ def sync_and_aio(cluster: Cluster) -> Iterator[tuple[ConnectionPool, aio.Connect
 # deadlines and cancellation
 
 
-@pytest.fixture
-def aconn(cluster: Cluster) -> Iterator[aio.Connection]:
-    inst = cluster.instances["inst1"]
-    connection = aio.Connection(inst.host, inst.port, user=cluster.user, password=cluster.password)
-    run(connection.connect())
-    try:
-        yield connection
-    finally:
-        run(connection.close())
-
-
 def late_replies(caplog: pytest.LogCaptureFixture) -> int:
     return sum("dropped a late or unknown reply" in record.getMessage() for record in caplog.records)
 

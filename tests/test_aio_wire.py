@@ -43,16 +43,6 @@ SESSION_ID = "return box.session.id()"
 SESSION_USER = "return box.session.user()"
 
 
-@pytest.fixture
-def aconn(cluster: Cluster) -> Iterator[aio.Connection]:
-    inst = cluster.instances["inst1"]
-    connection = aio.Connection(inst.host, inst.port, user=cluster.user, password=cluster.password)
-    try:
-        yield connection
-    finally:
-        run(connection.close())
-
-
 def session_of(result: Any) -> int:
     return int(result.data[0])
 
