@@ -39,8 +39,8 @@ TOP = 25
 
 
 def thread_kind(name: str) -> str:
-    if name.startswith("tarantool_pool-reader-"):
-        return "connection reader threads"
+    if name.startswith("tarantool_pool-watch-"):
+        return "link watchers (peer hang-up on an idle link)"
     if name.startswith("tarantool_pool-"):
         return "pool unit workers (box.info refresh)"
     if name.startswith("bench-"):

@@ -5,7 +5,8 @@ Rules:
   else :data:`DEFAULT_REQUEST_TIMEOUT`).  A late reply is dropped; the
   connection keeps serving others.
 - Requests are pipelined on one :class:`~tarantool_pool.transport.Link`;
-  each caller waits on its own reply slot (see transport's rules).
+  each caller waits on its own reply slot, reading the socket itself when
+  nobody else does (leader/follower: see transport's rules).
 - Names (spaces, indexes, update fields) are resolved from a lazily loaded
   :class:`~tarantool_pool.schema.Schema`; a request built from names carries
   the schema version, and the server's "wrong schema version" answer reloads
@@ -123,7 +124,7 @@ class Connection(CrudMixin):
         self.name = f"{host}:{port}"
         self._max_frame_size = max_frame_size
         self._auto_reconnect = auto_reconnect
-        self.on_disconnect = on_disconnect  # called (from the reader thread) when a live link dies
+        self.on_disconnect = on_disconnect  # called (by the thread that found out) when a live link dies
         self._encoder = Encoder(encoding)
         self._link: Link | None = None
         self._connecting: socket.socket | Link | None = None  # what a connect in progress would publish
@@ -367,10 +368,8 @@ class Connection(CrudMixin):
         if on_push is not None:
             def push_handler(frame: Frame) -> None:
                 on_push(frame.body.get(p.KEY_DATA), on_push_ctx)
-        if not slot.wait(deadline - time.monotonic(), push_handler):
-            if link.forget(sync):
-                raise self._timed_out(code, sync)
-            slot.wait_forever()
+        if not link.wait(sync, slot, deadline, push_handler):  # this thread may read for others meanwhile
+            raise self._timed_out(code, sync)
         if slot.error is not None:
             raise slot.error
         frame = slot.frame

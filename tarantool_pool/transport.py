@@ -5,37 +5,59 @@ Rules:
   (:func:`translate_socket_error`).
 - A :class:`Link` is one physical connection.  Callers write their own
   request bytes (batched: whoever finds the outbox idle sends everything queued
-  behind it in one ``sendall``); one reader thread per link decodes replies and
-  completes each caller's own slot, looked up by sync.  A reply can only reach
-  the slot registered under its sync, a slot is completed exactly once
-  (whoever pops it from ``pending`` completes it), and a reply for a slot
-  whose caller gave up is dropped.
-- A slot honours one contract (:class:`Slot`); the library's is a
-  :class:`ReplySlot`, which wakes a blocked caller thread.  (The asyncio
-  path does not come here: each event loop reads its own socket, see
-  aio/wire.py, sharing :class:`InFlight` with Link.)
-- When the link dies every pending slot fails at once with the cause; a link
-  is never reused after that (a reconnect builds a new Link).
-- Whoever kills a link shuts its socket down; only the reader thread closes
-  it, as it exits (a descriptor closed under a blocked reader can be reused).
-  The shutdown is also what wakes a reader blocked in ``recv``: a plain
-  socket has no timeout (a timeout costs a ``poll`` before every ``recv`` and
-  ``send``); sends pass ``MSG_DONTWAIT`` and wait for room, up to the send
-  timeout, only when the kernel's buffer is full.
+  behind it in one send) and read the replies themselves, leader/follower
+  style: there is no reader thread.  A caller waiting for its reply becomes the
+  *leader* when nobody holds the reading role; it reads the socket (waiting at
+  most its own remaining time) and completes the :class:`ReplySlot` registered
+  under each decoded reply's sync, which wakes that slot's caller.  It gives
+  the role up once its own reply (or a push for it) arrived or its deadline
+  passed, handing it to the oldest parked caller (a *follower*) if there is one.
+  A lone caller therefore sends and reads in its own thread: no hand-off.
+- The role and the followers are state under ``Link._lock``: only the role's
+  holder reads (never two readers); a follower parks only while someone holds
+  the role, and the role is let go only when no follower is parked, so no
+  wake-up is lost.  A follower sleeps on its slot's own lock, released at most
+  once per park, under ``_lock``, by whoever un-parks it (its reply or a push
+  arrived, the role was handed to it, the link died).
+- A reply can only reach the slot registered under its sync; a slot is
+  completed exactly once (whoever pops it from ``pending`` completes it, in the
+  same ``_lock`` section); a reply for a slot whose caller gave up is dropped.
+  With no request in flight nobody reads: a late reply waits in the socket
+  until the next leader reads (and drops) it.
+- Out-of-band pushes (status CHUNK) are queued on their slot and run by its
+  own caller's thread (``on_push``), never while that thread holds the role.
+- The asyncio path does not come here: each event loop reads its own socket
+  (aio/wire.py), sharing :class:`InFlight` with Link.
+- When the link dies every pending slot fails at once with the cause and
+  ``on_lost`` runs, in the thread that found out (a leader that read EOF or a
+  reset, a writer, ``close()``, the watcher); a link is never reused after that
+  (a reconnect builds a new Link).  The socket is shut down at once and closed
+  by the role's holder as it lets go (at once when nobody reads): a reader
+  never polls a closed, perhaps reused, descriptor.
+- Idle death: one watcher thread per link sleeps in ``epoll`` for the peer's
+  hang-up only (EPOLLRDHUP/HUP/ERR: data never wakes it, so it costs nothing
+  per request).  On a hang-up it takes the role like any caller and reads to
+  EOF, so a server that dies while the link is idle is reported at once.
+  Without epoll (not Linux) there is no watcher: the next request, or the
+  pool's refresh, finds the death.
+- Sends never block longer than the send timeout: a plain socket is left
+  blocking and sends pass ``MSG_DONTWAIT``, polling for room only when the
+  kernel's buffer is full; the leader polls for input with its own deadline.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import select
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from queue import Empty, SimpleQueue
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from .errors import ConnectionClosedError, Error, NetworkError, ProtocolError, SslError
 from .protocol import GREETING_SIZE, STATUS_CHUNK, Decoder, Frame, Greeting, parse_greeting
@@ -44,7 +66,8 @@ log = logging.getLogger("tarantool_pool")
 
 _RECV_SIZE = 256 * 1024
 _MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)  # Linux, BSD, macOS; 0 (absent) on Windows
-
+_WATCH_SECONDS = 10.0  # the watcher's epoll also wakes this often, only to re-check the link
+_HANGUP: int = getattr(select, "EPOLLRDHUP", 0)  # Linux only
 
 @dataclass(frozen=True)
 class TlsOptions:
@@ -170,68 +193,31 @@ def read_greeting(sock: socket.socket, timeout: float, where: str) -> Greeting:
         raise ProtocolError(exc.code, f"{where}: {exc.message}") from exc
 
 
-class Slot(Protocol):
-    """What a Link completes: exactly one of ``complete``/``fail``, after any number of ``push``."""
-
-    def complete(self, frame: Frame) -> None: ...
-
-    def fail(self, error: BaseException) -> None: ...
-
-    def push(self, frame: Frame) -> None: ...
 
 
 class ReplySlot:
     """One caller's private place for its reply; completed exactly once.
 
-    A released lock is the cheapest wake-up the standard library offers; a
-    slot that wants out-of-band pushes uses a queue instead, so the caller's
-    own thread runs its ``on_push`` callback.
+    Every field is written under the owning :class:`Link`'s ``_lock`` (except
+    by the caller's own ``register`` on a dead link, before it waits).
+    ``parked``: the caller sleeps on ``_wakeup`` (a lock it holds), which
+    whoever sets ``parked`` back to False releases, once.
     """
 
-    __slots__ = ("_done", "_pushes", "frame", "error")
+    __slots__ = ("frame", "error", "done", "pushes", "parked", "_wakeup")
 
     def __init__(self, wants_pushes: bool = False) -> None:
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._pushes: SimpleQueue[Any] | None = SimpleQueue() if wants_pushes else None
         self.frame: Frame | None = None
         self.error: BaseException | None = None
-
-    def complete(self, frame: Frame) -> None:
-        self.frame = frame
-        self._wake()
+        self.done = False
+        self.pushes: list[Frame] | None = [] if wants_pushes else None
+        self.parked = False
+        self._wakeup: threading.Lock | None = None  # made by the first park (a lone caller never parks)
 
     def fail(self, error: BaseException) -> None:
+        """Only for the one who popped the slot from ``pending`` (or never registered it)."""
         self.error = error
-        self._wake()
-
-    def push(self, frame: Frame) -> None:
-        if self._pushes is not None:
-            self._pushes.put(frame)
-
-    def _wake(self) -> None:
-        self._done.release()
-        if self._pushes is not None:
-            self._pushes.put(None)
-
-    def wait(self, timeout: float, on_push: Callable[[Frame], None] | None = None) -> bool:
-        """Wait up to ``timeout`` seconds; True when completed (or failed)."""
-        if self._pushes is None:
-            return self._done.acquire(timeout=max(timeout, 0.0))
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                item = self._pushes.get(timeout=max(deadline - time.monotonic(), 0.0))
-            except Empty:
-                return self._done.acquire(blocking=False)
-            if item is None:
-                return self._done.acquire(timeout=1.0)
-            if on_push is not None:
-                on_push(item)
-
-    def wait_forever(self) -> None:
-        """For a slot already popped by its completer: the wake-up is certain and imminent."""
-        self._done.acquire()
+        self.done = True
 
 
 class InFlight:
@@ -269,8 +255,10 @@ class InFlight:
         return True
 
 
+
+
 class Link(InFlight):
-    """One socket with a reader thread; requests pipelined, replies matched by sync."""
+    """One socket; requests pipelined, replies matched by sync and read by the waiting callers."""
 
     def __init__(self, sock: socket.socket, greeting: Greeting, name: str, decoder: Decoder,
                  on_lost: Callable[[Link, BaseException], None] | None = None,
@@ -278,7 +266,7 @@ class Link(InFlight):
         self.sock = sock
         self.greeting = greeting
         self.name = name
-        self.pending: dict[int, Slot] = {}
+        self.pending: dict[int, ReplySlot] = {}
         self.alive = True
         self.lost_reason: BaseException | None = None
         self._decoder = decoder
@@ -289,34 +277,47 @@ class Link(InFlight):
         self._flushing = False
         self._idle_waiter: threading.Event | None = None  # created by the first wait_idle()
         self._send_timeout = send_timeout
+        # The reading role and the parked followers, under _lock.
+        self._lock = threading.Lock()
+        self._leader: ReplySlot | None = None  # the slot whose caller holds the reading role
+        self._followers: deque[ReplySlot] = deque()  # FIFO; entries of slots no longer parked are skipped
+        self._closed = False
+        # One receive buffer for the link's life (only the role's holder and the decoder touch it):
+        # recv(n) would allocate n bytes per call while holding the GIL a woken caller wants.
+        self._buffer = bytearray(_RECV_SIZE)
+        self._view = memoryview(self._buffer)
         # OpenSSL objects must not be read and written by two threads at once.
         self._tls_lock = threading.Lock() if isinstance(sock, ssl.SSLSocket) else None
-        # A plain socket is left blocking: the reader waits in recv() itself (a timeout would
-        # make every recv and send a poll() plus the call), and senders pass MSG_DONTWAIT,
-        # waiting for room with poll() only when the kernel's buffer is full (_send_all).
-        # lose() shuts the socket down, which wakes a blocked recv().  TLS keeps the timeout:
-        # an SSLSocket takes no flags.
+        # A plain socket is left blocking with no timeout (a timeout makes every recv and send a
+        # poll() plus the call): senders pass MSG_DONTWAIT and wait for room only when the kernel's
+        # buffer is full (_send_all); the leader polls with its own deadline, then reads.  TLS keeps
+        # the timeout: an SSLSocket takes no flags.
         self._dontwait = bool(_MSG_DONTWAIT) and self._tls_lock is None
         sock.settimeout(None if self._dontwait else send_timeout)
-        self._reader = threading.Thread(target=self._read_loop, name=f"tarantool_pool-reader-{name}", daemon=True)
-        self._reader.start()
+        self._poller = select.poll()  # the role holder's only
+        self._poller.register(sock, select.POLLIN)
+        self._watcher: threading.Thread | None = None
+        if _HANGUP and hasattr(select, "epoll"):
+            watch_fd = os.dup(sock.fileno())  # keeps the epoll registration valid whoever closes sock
+            self._watcher = threading.Thread(target=self._watch, args=(watch_fd,),
+                                             name=f"tarantool_pool-watch-{name}", daemon=True)
+            try:
+                self._watcher.start()
+            except BaseException:
+                os.close(watch_fd)
+                raise
 
     def next_sync(self) -> int:
         return next(self._syncs)
 
-    def register(self, sync: int, slot: Slot) -> None:
+    def register(self, sync: int, slot: ReplySlot) -> None:
         """Make ``slot`` the only receiver of the reply with this sync."""
         self.pending[sync] = slot
         if not self.alive:  # lost between the caller's check and now: do not wait for nothing
             if self.pending.pop(sync, None) is not None:
                 slot.fail(self.lost_error())
 
-    def forget(self, sync: int) -> bool:
-        """The caller gives up; True if it removed the slot (no completion will come)."""
-        removed = self.pending.pop(sync, None) is not None
-        if self._idle_waiter is not None and not self.pending:
-            self._idle_waiter.set()
-        return removed
+    # -- sending ------------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
         """Queue ``data``; the first caller to find the outbox idle sends everything queued."""
@@ -332,6 +333,7 @@ class Link(InFlight):
                     self._send_all(chunk)
                 elif self._tls_lock is not None:
                     with self._tls_lock:
+                        self.sock.settimeout(self._send_timeout)  # a reader may have shortened it
                         self.sock.sendall(chunk)
                 else:
                     self.sock.sendall(chunk)
@@ -363,105 +365,268 @@ class Link(InFlight):
 
     def _send_rest(self, data: memoryview, sent: int) -> None:
         deadline = time.monotonic() + self._send_timeout
+        poller = select.poll()  # rare (a full send buffer): a fresh one, so a closed socket fails here
+        poller.register(self.sock, select.POLLOUT)
         while sent < len(data):
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not _writable(self.sock, remaining):
+            if remaining <= 0 or not poller.poll(remaining * 1000.0):
                 raise socket.timeout("timed out")
             try:
                 sent += self.sock.send(data[sent:], _MSG_DONTWAIT)
             except BlockingIOError:
                 pass
 
-    def _read_loop(self) -> None:
-        sock, decoder = self.sock, self._decoder
-        # One buffer for the link's life: recv(n) would allocate n bytes per call (for a large n,
-        # an mmap and a munmap each time) while holding the GIL that a just-woken caller wants.
-        buffer = bytearray(_RECV_SIZE)
-        view = memoryview(buffer)
-        recv_into = sock.recv_into if self._tls_lock is None else self._recv_tls
+    # -- waiting: leader/follower -------------------------------------------------------
+
+    def wait(self, sync: int | None, slot: ReplySlot, deadline: float,
+             on_push: Callable[[Frame], None] | None = None) -> bool:
+        """Wait for ``slot`` until ``deadline``, reading the socket whenever nobody else does.
+
+        True when the slot is completed (reply or failure); False when the
+        deadline passed first, and then the slot is no longer pending (its late
+        reply will be dropped).  Pushes for it run ``on_push`` in this thread.
+        """
         try:
-            while self.alive:
-                try:
-                    size = recv_into(buffer)
-                except (socket.timeout, ssl.SSLWantReadError):
-                    continue  # TLS: the socket timeout bounds sends; the reader simply waits again
-                if not size:
+            while True:
+                with self._lock:
+                    has_role = self._leader is slot  # taken, or handed to it while it slept
+                    pushes = None
+                    if slot.pushes:  # take the list: later pushes go to a new one, never to ours
+                        pushes, slot.pushes = slot.pushes, []
+                    if pushes or slot.done or not self.alive or time.monotonic() >= deadline:
+                        if has_role:
+                            self._pass_role()
+                        if not pushes:
+                            return self._finish(sync, slot)
+                    elif has_role or self._leader is None:
+                        self._leader = slot
+                        has_role = True
+                    else:
+                        self._park(slot)
+                if pushes:
+                    if on_push is not None:
+                        for frame in pushes:
+                            on_push(frame)
+                elif has_role:
+                    self._lead(slot, deadline)
+                    if slot.done and not slot.pushes:  # set under _lock by this thread; no push follows a reply
+                        return True
+                else:
+                    self._sleep(slot, deadline)
+        except BaseException:  # on_push's, or a KeyboardInterrupt: leave no parked ghost, pass the role on
+            with self._lock:
+                slot.parked = False
+                if self._leader is slot:
+                    self._pass_role()
+            raise
+
+    def _finish(self, sync: int | None, slot: ReplySlot) -> bool:
+        """Under _lock, the wait is over: done, link dead, or deadline passed."""
+        if slot.done:
+            return True
+        if sync is not None and self.pending.pop(sync, None) is not None:
+            if self._idle_waiter is not None and not self.pending:
+                self._idle_waiter.set()
+            if not self.alive:  # lose() fails every registered slot; this one was registered after
+                slot.fail(self.lost_error())
+                return True
+        return False
+
+    def _park(self, slot: ReplySlot) -> None:
+        """Under _lock: become a follower (someone leads, so someone will wake us)."""
+        if slot._wakeup is None:
+            slot._wakeup = threading.Lock()
+            slot._wakeup.acquire()
+        slot.parked = True
+        followers = self._followers
+        followers.append(slot)
+        if len(followers) > 2 * len(self.pending) + 16:  # mostly stale entries: drop them (amortized O(1))
+            self._followers = deque(entry for entry in followers if entry.parked)
+
+    def _sleep(self, slot: ReplySlot, deadline: float) -> None:
+        """A parked follower sleeps until woken (completion, push, role, death) or its deadline."""
+        wakeup = slot._wakeup
+        assert wakeup is not None
+        timeout = deadline - time.monotonic()
+        if wakeup.acquire(timeout=-1 if timeout > threading.TIMEOUT_MAX else max(timeout, 0.0)):
+            return
+        with self._lock:
+            if slot.parked:  # a plain timeout (its stale queue entry is skipped)
+                slot.parked = False
+            else:  # woken between the timeout and now: the release has happened; consume it
+                wakeup.acquire(False)
+
+    def _wake(self, slot: ReplySlot) -> None:
+        """Under _lock: wake ``slot``'s caller if it sleeps (at most one release per park)."""
+        if slot.parked:
+            slot.parked = False
+            slot._wakeup.release()  # type: ignore[union-attr]
+
+    def _pass_role(self) -> None:
+        """Under _lock: hand the reading role to the oldest parked follower, or give it up."""
+        followers = self._followers
+        if self.alive:
+            while followers:
+                follower = followers.popleft()
+                if follower.parked:
+                    self._leader = follower
+                    self._wake(follower)
+                    return
+        self._leader = None
+        if not self.alive and not self._closed:  # the link died while this thread read: close it now
+            self._closed = True
+            self.sock.close()
+
+    def _lead(self, slot: ReplySlot, deadline: float) -> None:
+        """Read and dispatch as the leader until ``slot`` is done or has pushes, or the deadline.
+
+        Always lets go of the role before returning (handing it on if a follower is parked).
+        """
+        decoder = self._decoder
+        let_go = False
+        try:
+            while True:
+                data = self._recv(deadline - time.monotonic())
+                if data is None:
+                    if time.monotonic() >= deadline:
+                        return
+                    continue
+                if not data:
                     raise ConnectionClosedError(0, f"{self.name}: the server closed the connection")
-                decoder.feed(view[:size])  # the decoder copies what it keeps
-                # Each frame is handed over only once the next one is decoded: the caller woken by
-                # the last reply of a chunk finds the GIL released at once (by recv), instead of
-                # waking only to wait for it while this thread looks for one more frame.
-                frame = decoder.next_frame()
-                while frame is not None:
-                    try:
-                        following = decoder.next_frame()
-                    except BaseException:
-                        self._deliver(frame)  # it arrived whole: its caller gets it, then the link dies
-                        raise
-                    self._deliver(frame)
-                    frame = following
-        except BaseException as exc:
+                decoder.feed(data)  # the decoder copies what it keeps
+                frames = []
+                try:
+                    frame = decoder.next_frame()
+                    while frame is not None:
+                        frames.append(frame)
+                        frame = decoder.next_frame()
+                except BaseException:
+                    if frames:  # the replies before a malformed one still reach their callers
+                        with self._lock:
+                            self._dispatch(frames)
+                    raise
+                with self._lock:
+                    self._dispatch(frames)
+                    if slot.done or slot.pushes or not self.alive:
+                        self._pass_role()
+                        let_go = True
+                        return
+        except Exception as exc:  # a KeyboardInterrupt only lets go of the role: the stream is intact
             if self.alive:
                 if isinstance(exc, ProtocolError):  # the decoder's words, with the server they are about
                     self.lose(ProtocolError(exc.code, f"read from {self.name}: {exc.message}"))
                 else:
                     self.lose(translate_socket_error(exc, f"read from {self.name}"))
         finally:
-            sock.close()  # only here: see lose()
+            if not let_go:  # deadline, error, interrupt
+                with self._lock:
+                    if self._leader is slot:
+                        self._pass_role()
 
-    def _deliver(self, frame: Frame) -> None:
-        """Hand a reply (or a push) to the slot registered under its sync; drop it if there is none."""
-        pending = self.pending
-        if frame.status == STATUS_CHUNK:
-            slot = pending.get(frame.sync)
-            if slot is not None:
-                slot.push(frame)
-            return
-        slot = pending.pop(frame.sync, None)
-        if slot is not None:
-            slot.complete(frame)
-            if self._idle_waiter is not None and not pending:  # only while a drain waits
-                self._idle_waiter.set()
-        else:
-            log.debug("%s: dropped a late or unknown reply, sync %d", self.name, frame.sync)
-
-    def _recv_tls(self, buffer: bytearray) -> int:
+    def _recv(self, timeout: float) -> memoryview | bytes | None:
+        """Up to _RECV_SIZE bytes (b"" at EOF), or None when nothing came within ``timeout``."""
         sock = self.sock
-        # Wait for readability without the lock, so writers are not blocked meanwhile.
-        readable, _, _ = select.select([sock], [], [], 1.0)
-        if not readable and not sock.pending():  # type: ignore[attr-defined]
-            raise socket.timeout()
-        assert self._tls_lock is not None
-        with self._tls_lock:
-            return sock.recv_into(buffer)
+        wait_ms = None if timeout == float("inf") else max(timeout, 0.0) * 1000.0
+        tls = self._tls_lock
+        if tls is None:
+            if not self._poller.poll(wait_ms):
+                return None
+            try:
+                count = sock.recv_into(self._buffer, 0, _MSG_DONTWAIT if self._dontwait else 0)
+            except (BlockingIOError, InterruptedError, socket.timeout):
+                return None
+            return self._view[:count] if count else b""
+        with tls:
+            buffered = sock.pending()  # type: ignore[attr-defined]  # decrypted, not yet read
+        if not buffered and not self._poller.poll(wait_ms):
+            return None
+        try:
+            # Waited for readability without the lock, so writers were not blocked meanwhile.
+            with tls:
+                sock.settimeout(min(max(timeout, 0.001), self._send_timeout))  # a part of a record
+                count = sock.recv_into(self._buffer)
+        except (socket.timeout, ssl.SSLWantReadError, BlockingIOError, InterruptedError):
+            return None
+        return self._view[:count] if count else b""
+
+    def _dispatch(self, frames: list[Frame]) -> None:
+        """Under _lock: pop and complete (or push to) the slot of each frame."""
+        pending = self.pending
+        for frame in frames:
+            if frame.status == STATUS_CHUNK:
+                target = pending.get(frame.sync)
+                if target is not None and target.pushes is not None:
+                    target.pushes.append(frame)
+                    self._wake(target)
+                continue
+            target = pending.pop(frame.sync, None)
+            if target is None:
+                log.debug("%s: dropped a late or unknown reply, sync %d", self.name, frame.sync)
+                continue
+            target.frame = frame
+            target.done = True
+            self._wake(target)
+        if self._idle_waiter is not None and not pending:  # only while a drain waits
+            self._idle_waiter.set()
+
+    # -- idle death ---------------------------------------------------------------------
+
+    def _watch(self, watch_fd: int) -> None:
+        """Sleep until the peer hangs up (never woken by data); then take the role and read to EOF.
+
+        Nobody reads an idle link, so without this a server that dies between
+        requests would be noticed only by the next request.  The watcher reads
+        only as a holder of the role, like any caller (it waits its turn).
+        """
+        epoll = select.epoll(1)
+        try:
+            epoll.register(watch_fd, _HANGUP)
+            while self.alive:
+                if epoll.poll(_WATCH_SECONDS) and self.alive:
+                    self.wait(None, ReplySlot(), float("inf"))  # returns when the link is dead
+        except Exception:  # never let the watcher die noisily; the next request finds the death
+            log.exception("%s: watcher failed", self.name)
+        finally:
+            epoll.close()
+            os.close(watch_fd)
+
+    # -- death --------------------------------------------------------------------------
 
     def lose(self, reason: BaseException) -> None:
-        """Mark the link dead, fail every pending request at once, close the socket."""
-        with self._outbox_lock:
+        """Mark the link dead, fail every pending request at once, shut the socket down."""
+        with self._lock:
             if not self.alive:
                 return
             self.alive = False
             self.lost_reason = reason
-        for sync in list(self.pending):
-            slot = self.pending.pop(sync, None)
-            if slot is not None:
-                slot.fail(self.lost_error())
+            pending = self.pending
+            for sync in list(pending):
+                slot = pending.pop(sync, None)
+                if slot is not None:
+                    slot.fail(self.lost_error())
+                    self._wake(slot)
+            for slot in self._followers:  # anyone else parked (the watcher) sees the link dead
+                self._wake(slot)
+            self._followers.clear()
+            close_now = self._leader is None and not self._closed
+            if close_now:
+                self._closed = True
         if self._idle_waiter is not None:
             self._idle_waiter.set()
-        # Shut down, never close, from here: the reader owns the descriptor and closes it as it
-        # exits.  Closed under a reader about to block in recv(), the descriptor's number could be
-        # reused by another socket at once, and that reader would wait on the stranger's socket.
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a leader's poll and the watcher
         except OSError:
             pass
+        if close_now:  # else the role's holder closes it as it lets go (never under a reader)
+            self.sock.close()
         if self._on_lost is not None:
             try:
                 self._on_lost(self, reason)
-            except Exception:  # a faulty callback must not kill the reader
+            except Exception:  # a faulty callback must not break the thread that found the loss
                 log.exception("%s: on_lost callback failed", self.name)
 
     def close(self, join_timeout: float = 2.0) -> None:
         self.lose(ConnectionClosedError(0, f"{self.name}: connection closed by the client"))
-        if threading.current_thread() is not self._reader:
-            self._reader.join(join_timeout)
+        watcher = self._watcher
+        if watcher is not None and threading.current_thread() is not watcher:
+            watcher.join(join_timeout)

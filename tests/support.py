@@ -12,7 +12,7 @@ import pytest
 
 from tarantool_pool import Connection
 
-READER_PREFIX = "tarantool_pool-reader"
+READER_PREFIX = "tarantool_pool-watch"  # the per-link thread (it watches for hang-ups; callers read)
 
 
 def connect(cluster: Any, name: str = "inst1", **kwargs: Any) -> Connection:

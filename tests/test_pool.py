@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from cluster import Cluster
+from support import READER_PREFIX
 
 from tarantool_pool import Connection, Response
 from tarantool_pool.connection_pool import ConnectionPool, Mode, PoolTolopogyError
@@ -449,13 +450,13 @@ def test_a_refresh_racing_close_never_reopens_the_connection(make_pool: Callable
     pool = make_pool(refresh_delay=60)
     unit = next(iter(pool.pool.values()))
     assert unit.first_refresh_done.wait(10)
-    readers_before = {t for t in pool_threads() if t.name.startswith("tarantool_pool-reader")}
+    readers_before = {t for t in pool_threads() if t.name.startswith(READER_PREFIX)}
     unit.conn.close()
     assert unit.request_processing_enabled  # the worker's view: it has not seen stop() yet
     unit.refresh()
     assert unit.conn.is_closed(), "the refresh reopened a connection that close() had closed"
     assert unit.state.status is Status.UNHEALTHY
-    readers_after = {t for t in pool_threads() if t.name.startswith("tarantool_pool-reader")}
+    readers_after = {t for t in pool_threads() if t.name.startswith(READER_PREFIX)}
     assert not (readers_after - readers_before), sorted(t.name for t in readers_after - readers_before)
 
 

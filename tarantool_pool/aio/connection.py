@@ -8,7 +8,7 @@ Rules:
   same arguments and return the same values as the sync ones, as coroutines.
 - The constructor never blocks the loop: it takes the sync constructor's
   arguments, but connects on the first request (or ``await connect()``, or
-  ``async with``), in a thread.  ``close()`` joins the reader in a thread.
+  ``async with``), in a thread.  ``close()`` joins the link's watcher in a thread.
 - Safe to share between event loops in several threads.
 """
 

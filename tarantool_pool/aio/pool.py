@@ -145,7 +145,7 @@ class ConnectionPool(AsyncCrudMixin):
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(PoolEvent)`` on role changes, instance up/down, retries, slow requests.
 
-        Listeners run in the thread that saw the event (a worker, a reader or an event loop):
+        Listeners run in the thread that saw the event (a worker, a caller that found a link dead, or an event loop):
         keep them quick and non-blocking.
         """
         self.sync.add_listener(listener)

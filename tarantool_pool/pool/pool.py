@@ -12,8 +12,11 @@ The request path (the threading model, stated once):
    pipelined: the request gets a fresh sync and its own reply slot, the
    bytes are batched with other callers' onto the socket, and the caller
    waits on its slot until the request's deadline.
-4. The connection's reader thread decodes replies and completes the slot
-   registered under each reply's sync; a late reply is dropped.
+4. Waiting callers read the replies themselves (leader/follower): one of
+   them at a time reads the socket, decodes, and completes the slot
+   registered under each reply's sync, waking its caller; it hands the
+   reading role to another waiting caller once its own reply arrived.  A
+   lone caller never crosses a thread.  A late reply is dropped.
 5. A failed attempt is retried on another instance when that is safe
    (failover.py); a write whose outcome is unknown is never retried.
 6. Each unit's worker thread refreshes box.info every ``refresh_delay``

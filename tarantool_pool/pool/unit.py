@@ -13,9 +13,11 @@ Rules:
   unit's thread-safe pipelined Connection and waits on its own reply slot (see
   transport.py).  That keeps a thread hand-off off the hot path while keeping
   the guarantee that a reply reaches only its caller.
-- A lost connection marks the unit down at once (the reader thread reports
-  it) and wins over a refresh that read box.info before the loss: that
-  refresh's result is stale and dropped; the loss queued a new refresh.
+- A lost connection marks the unit down at once (whichever thread finds the
+  link dead reports it: a caller reading as the link's leader, a writer, or
+  the link's watcher when the server hangs up on an idle link) and wins over
+  a refresh that read box.info before the loss: that refresh's result is
+  stale and dropped; the loss queued a new refresh.
 - State changes are reported to the pool through ``on_state_change``; health
   is logged on change, and a repeating failure at most once per
   ``LOG_REPEAT_SECONDS``.
@@ -86,7 +88,7 @@ class PoolUnit:
         self.first_refresh_done = threading.Event()
         self._on_state_change = on_state_change
         self._last_logged: tuple[str, float] | None = None
-        self._state_lock = threading.RLock()  # the worker and a connection's reader may both report
+        self._state_lock = threading.RLock()  # the worker and the thread that saw a link die may both report
         self._disconnects = 0  # on_disconnect() calls so far: a refresh that read box.info before one is stale
 
     def __repr__(self) -> str:
