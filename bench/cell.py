@@ -336,8 +336,9 @@ def thread_handoff_floor(spec: dict[str, Any]) -> tuple[list[Callable[[Any], Any
     """No server, no socket, no codec: each caller hands its request to one "reader" thread and
     sleeps on a lock of its own until that thread wakes it with the reply.
 
-    That is the skeleton of every thread-per-caller client with a reader thread (tarantool_pool's
-    design): its figures are what one thread wake-up per request costs in this Python on this
+    That is the skeleton of every client with one blocked thread per request whose replies another
+    thread reads (a reader thread; or tarantool_pool's leader/follower under load, where the caller
+    reading for the others wakes each of them): its figures are what one thread wake-up per request costs in this Python on this
     machine, a floor under such a client's CPU per request and a ceiling over its requests/s.
     """
     workload = spec["workload"]

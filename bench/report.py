@@ -238,9 +238,11 @@ def results_markdown(run: dict[str, Any], summary: Summary) -> str:
         "involuntary, every thread) per request (not measured for net.box).\n")
     add("The last line, *thread hand-off floor*, is no Tarantool client: N caller threads hand each request "
         "to one thread that wakes them with the reply, with no server, socket or codec (`thread-floor` in "
-        "`cell.py`). It is the skeleton of a thread-per-caller client with a reader thread, such as "
-        "tarantool_pool: its CPU per request is what one thread wake-up per request costs in this Python on "
-        "this machine, a floor under such a client's CPU per request and a ceiling over its requests/s.\n")
+        "`cell.py`). It is the skeleton of a client with one blocked thread per request whose replies another "
+        "thread reads (a reader thread, or tarantool_pool's leader/follower under load, where the caller "
+        "reading for the others wakes each of them): its CPU per request is what one thread wake-up per "
+        "request costs in this Python on this machine, a floor under such a client's CPU per request and a "
+        "ceiling over its requests/s.\n")
 
     add("## Targets\n")
     add("Ratios of medians from this run, tarantool_pool `ConnectionPool` reading in mode ANY (the default "
