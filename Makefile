@@ -11,7 +11,7 @@ CLUSTER := $(PY) test-cluster/cluster.py
 
 .PHONY: test demo deps system-deps venv cluster-up cluster-down lint clean
 
-test: deps
+test: deps bench-venv
 	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	$(CLUSTER) down --all >/dev/null 2>&1; \
 	exit $$status
@@ -44,12 +44,17 @@ $(VENV)/.installed: setup.cfg setup.py Makefile
 
 # Benchmark against tarantool-python and asynctnt (bench/README.md): its own venv
 # bench/.venv; `bench` writes bench/RESULTS.md + chart, `bench-quick` bench/quick/.
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-venv
 bench: system-deps
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 bench-quick: system-deps
 	$(PYTHON) bench/run.py --quick $(BENCH_ARGS)
+
+# The benchmark's own venv with the pinned peers (tarantool-python, asynctnt): `make test`
+# needs it so that the harness test runs one cell of every client, peers included.
+bench-venv: system-deps
+	@$(PYTHON) bench/run.py --setup
 
 # The documentation site (docs/conf.py): its own venv docs/.venv with the package and
 # its docs extra (Sphinx, MyST); HTML in docs/_build/html.  -W --keep-going -n: every

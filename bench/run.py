@@ -36,6 +36,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="override the plan's measured window, seconds")
     parser.add_argument("--clients", help="comma-separated client keys to run (default: all): "
                                           + ", ".join(client.key for client in harness.CLIENTS))
+    parser.add_argument("--setup", action="store_true",
+                        help="only create or update bench/.venv (the peers), say what it holds, and exit "
+                             "(`make test` runs this, so the harness test runs every peer's cell)")
     return parser.parse_args(argv)
 
 
@@ -92,6 +95,13 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     harness.reexec_in_venv(__file__, argv)
     install_failures = harness.ensure_venv()  # no-op when up to date; says what could not be installed
+    if args.setup:
+        versions = harness.peer_versions(sys.executable)
+        for package, version in versions.items():
+            print(f"bench venv: {package} {version or 'NOT importable'}")
+        for requirement, error in install_failures.items():
+            print(f"bench venv: {requirement} could not be installed: {error}")
+        return 0  # a peer that cannot be installed here is reported, never fatal: its cells say why
 
     from report import verdict_lines, write_report
 

@@ -13,10 +13,11 @@ Which interpreter runs a cell:
 - tarantool_pool's clients run with this test's own Python, so the tree under
   test is what is measured (``run_cell`` puts the tree first on PYTHONPATH);
 - the peers (tarantool-python, asynctnt) are bench-only dependencies that live
-  in ``bench/.venv`` (``make bench-quick`` creates it).  Their cells run with
-  that venv's Python when it exists and imports the peer, and are skipped with
-  a reason that says so otherwise (e.g. on a fresh CI clone), rather than
-  installing packages from a test;
+  in ``bench/.venv``, which ``make test`` creates before the tests run (its
+  ``bench-venv`` target; ``make bench-quick`` too).  Their cells run with that
+  venv's Python; only when the venv is missing (pytest run by hand) or a peer
+  could not be installed on this machine are they skipped, with a reason that
+  says so, rather than installing packages from a test;
 - net.box runs with the tarantool binary the cluster uses.
 """
 
@@ -56,7 +57,7 @@ def python_for(client: harness.Client) -> str:
         return sys.executable
     if not harness.VENV_PYTHON.exists():
         pytest.skip(f"{client.package} is a bench-only dependency and bench/.venv does not exist "
-                    "(`make bench-quick` creates it)")
+                    "(`make test` and `make bench-quick` create it)")
     if not bench_venv_versions().get(client.package):
         pytest.skip(f"{client.package} is not importable in bench/.venv (`make bench-quick` installs it; "
                     "if it cannot be installed here, the benchmark reports its cells as not available)")
