@@ -64,7 +64,7 @@ from .protocol import GREETING_SIZE, STATUS_CHUNK, Decoder, Frame, Greeting, par
 
 log = logging.getLogger("tarantool_pool")
 
-_RECV_SIZE = 256 * 1024
+RECV_SIZE = 256 * 1024  # one receive buffer per link (the asyncio path's too)
 _MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)  # Linux, BSD, macOS; 0 (absent) on Windows
 _WATCH_SECONDS = 10.0  # the watcher's epoll also wakes this often, only to re-check the link
 _HANGUP: int = getattr(select, "EPOLLRDHUP", 0)  # Linux only
@@ -284,7 +284,7 @@ class Link(InFlight):
         self._closed = False
         # One receive buffer for the link's life (only the role's holder and the decoder touch it):
         # recv(n) would allocate n bytes per call while holding the GIL a woken caller wants.
-        self._buffer = bytearray(_RECV_SIZE)
+        self._buffer = bytearray(RECV_SIZE)
         self._view = memoryview(self._buffer)
         # OpenSSL objects must not be read and written by two threads at once.
         self._tls_lock = threading.Lock() if isinstance(sock, ssl.SSLSocket) else None
@@ -524,7 +524,7 @@ class Link(InFlight):
                         self._pass_role()
 
     def _recv(self, timeout: float) -> memoryview | bytes | None:
-        """Up to _RECV_SIZE bytes (b"" at EOF), or None when nothing came within ``timeout``."""
+        """Up to RECV_SIZE bytes (b"" at EOF), or None when nothing came within ``timeout``."""
         sock = self.sock
         wait_ms = None if timeout == float("inf") else max(timeout, 0.0) * 1000.0
         tls = self._tls_lock

@@ -31,6 +31,7 @@ from test_misbehaving_server import (
     answer_unknown_sync_then_real,
     greet_then_answer,
     greeting,
+    reply,
 )
 
 from tarantool_pool import ConnectionPool, Mode, aio
@@ -323,6 +324,30 @@ def test_a_loop_connection_greeted_with_garbage_names_the_server() -> None:
 def test_a_reply_under_a_strangers_sync_is_dropped_and_the_real_one_delivered() -> None:
     with against(greet_then_answer(answer_unknown_sync_then_real)) as (_, connection):
         assert run(connection.call("anything", timeout=5)).data == ["yours"]
+
+
+def test_a_greeting_and_replies_that_trickle_in_a_byte_at_a_time_are_read_whole() -> None:
+    """The loop reads into one buffer that every read reuses: whatever it keeps between reads
+    (part of the greeting, part of a frame) must be copied out before the next read lands."""
+    def trickle(client: Client, data: bytes) -> None:
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for offset in range(len(data)):
+            client.send(data[offset:offset + 1])
+            time.sleep(0.0005)  # the pacing is the point: each byte its own segment, its own read
+
+    def script(client: Client) -> None:
+        trickle(client, greeting())
+        while (request := client.read_request()) is not None:
+            _, sync, _ = request
+            trickle(client, reply(sync, {0x30: [["trickled", sync]]}))
+
+    async def three_in_a_row(connection: aio.Connection) -> list[Any]:
+        return [(await connection.call("anything", timeout=10)).data for _ in range(3)]
+
+    with against(sync_link_greeted_then(script)) as (_, connection):
+        replies = run(three_in_a_row(connection))
+    assert [data[0][0] for data in replies] == ["trickled"] * 3
+    assert len({data[0][1] for data in replies}) == 3, "each reply under its own request's sync"
 
 
 def test_a_server_that_hangs_up_fails_the_request_with_its_cause() -> None:
