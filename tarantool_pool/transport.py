@@ -68,6 +68,9 @@ RECV_SIZE = 256 * 1024  # one receive buffer per link (the asyncio path's too)
 _MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)  # Linux, BSD, macOS; 0 (absent) on Windows
 _WATCH_SECONDS = 10.0  # the watcher's epoll also wakes this often, only to re-check the link
 _HANGUP: int = getattr(select, "EPOLLRDHUP", 0)  # Linux only
+# poll() takes at most 2**31-1 ms (24.8 days) and raises OverflowError beyond: longer waits are cut
+# into pieces of this size (the caller polls again until its own deadline).
+_POLL_MAX_SECONDS = 86400.0
 
 @dataclass(frozen=True)
 class TlsOptions:
@@ -369,8 +372,10 @@ class Link(InFlight):
         poller.register(self.sock, select.POLLOUT)
         while sent < len(data):
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not poller.poll(remaining * 1000.0):
+            if remaining <= 0:
                 raise socket.timeout("timed out")
+            if not poller.poll(min(remaining, _POLL_MAX_SECONDS) * 1000.0):
+                continue  # a cut wait ended (a send timeout longer than poll takes): the check above decides
             try:
                 sent += self.sock.send(data[sent:], _MSG_DONTWAIT)
             except BlockingIOError:
@@ -526,7 +531,8 @@ class Link(InFlight):
     def _recv(self, timeout: float) -> memoryview | bytes | None:
         """Up to RECV_SIZE bytes (b"" at EOF), or None when nothing came within ``timeout``."""
         sock = self.sock
-        wait_ms = None if timeout == float("inf") else max(timeout, 0.0) * 1000.0
+        # A deadline beyond what poll() takes is cut: _lead sees None and polls again until its deadline.
+        wait_ms = None if timeout == float("inf") else min(max(timeout, 0.0), _POLL_MAX_SECONDS) * 1000.0
         tls = self._tls_lock
         if tls is None:
             if not self._poller.poll(wait_ms):
