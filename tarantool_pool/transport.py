@@ -423,6 +423,13 @@ class Link(InFlight):
                 slot.parked = False
                 if self._leader is slot:
                     self._pass_role()
+                # The caller is gone (the exception goes up its stack): its request must not stay
+                # pending until a reply that may never come (in_flight, wait_idle and the pool's
+                # least-loaded choice count it).  A late reply or push is dropped like a timed-out one's.
+                if sync is not None and self.pending.get(sync) is slot:
+                    del self.pending[sync]
+                    if self._idle_waiter is not None and not self.pending:
+                        self._idle_waiter.set()
             raise
 
     def _finish(self, sync: int | None, slot: ReplySlot) -> bool:
