@@ -26,6 +26,11 @@ Rules:
   until the next leader reads (and drops) it.
 - Out-of-band pushes (status CHUNK) are queued on their slot and run by its
   own caller's thread (``on_push``), never while that thread holds the role.
+- A caller that leaves ``wait`` by an exception (``on_push``'s, a
+  KeyboardInterrupt) lets go of the role and takes its slot out of ``pending``.
+  A KeyboardInterrupt that reaches a leader (the main thread can lead) after
+  bytes left the socket and before they were dispatched loses the link: the
+  stream may be cut inside a frame, and nobody may decode it from there.
 - The asyncio path does not come here: each event loop reads its own socket
   (aio/wire.py), sharing :class:`InFlight` with Link.
 - When the link dies every pending slot fails at once with the cause and
@@ -289,6 +294,9 @@ class Link(InFlight):
         # recv(n) would allocate n bytes per call while holding the GIL a woken caller wants.
         self._buffer = bytearray(RECV_SIZE)
         self._view = memoryview(self._buffer)
+        # Set by the role's holder just before it takes bytes out of the socket, cleared once they
+        # are dispatched: a KeyboardInterrupt in between (the main thread can lead) cut the stream.
+        self._mid_read = False
         # OpenSSL objects must not be read and written by two threads at once.
         self._tls_lock = threading.Lock() if isinstance(sock, ssl.SSLSocket) else None
         # A plain socket is left blocking with no timeout (a timeout makes every recv and send a
@@ -500,6 +508,7 @@ class Link(InFlight):
             while True:
                 data = self._recv(deadline - time.monotonic())
                 if data is None:
+                    self._mid_read = False  # nothing was taken
                     if time.monotonic() >= deadline:
                         return
                     continue
@@ -519,16 +528,26 @@ class Link(InFlight):
                     raise
                 with self._lock:
                     self._dispatch(frames)
+                    self._mid_read = False
                     if slot.done or slot.pushes or not self.alive:
                         self._pass_role()
                         let_go = True
                         return
-        except Exception as exc:  # a KeyboardInterrupt only lets go of the role: the stream is intact
+        except Exception as exc:
             if self.alive:
                 if isinstance(exc, ProtocolError):  # the decoder's words, with the server they are about
                     self.lose(ProtocolError(exc.code, f"read from {self.name}: {exc.message}"))
                 else:
                     self.lose(translate_socket_error(exc, f"read from {self.name}"))
+        except BaseException:  # a KeyboardInterrupt: the main thread was leading
+            if self._mid_read and self.alive:
+                # It came after bytes left the socket and before they were dispatched (Python raises
+                # it at the first check after recv_into returns).  Those bytes are gone: the next
+                # reader would decode from inside a frame, and could hand data from one reply to
+                # another caller as its reply.  Only a new link is trustworthy.
+                self.lose(ConnectionClosedError(0, f"read from {self.name}: interrupted while taking a "
+                                                   "reply from the socket; the stream may be cut"))
+            raise  # interrupted while polling: the stream is intact, the role is only let go
         finally:
             if not let_go:  # deadline, error, interrupt
                 with self._lock:
@@ -544,6 +563,7 @@ class Link(InFlight):
         if tls is None:
             if not self._poller.poll(wait_ms):
                 return None
+            self._mid_read = True
             try:
                 count = sock.recv_into(self._buffer, 0, _MSG_DONTWAIT if self._dontwait else 0)
             except (BlockingIOError, InterruptedError, socket.timeout):
@@ -557,6 +577,7 @@ class Link(InFlight):
             # Waited for readability without the lock, so writers were not blocked meanwhile.
             with tls:
                 sock.settimeout(min(max(timeout, 0.001), self._send_timeout))  # a part of a record
+                self._mid_read = True
                 count = sock.recv_into(self._buffer)
         except (socket.timeout, ssl.SSLWantReadError, BlockingIOError, InterruptedError):
             return None

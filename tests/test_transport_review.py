@@ -1,18 +1,25 @@
 """Review of transport.Link's leader/follower reading: the edge cases the stress test does not reach.
 
-Against the scripted IPROTO server of tests/test_transport.py (no Tarantool).
+Against the scripted IPROTO server of tests/test_transport.py (no Tarantool),
+plus a hand-driven server where a test needs to control how reply bytes are cut.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
 import pytest
-from test_transport import ScriptedServer, connect, wait_until
+from test_transport import GREETING, ScriptedServer, connect, reply_frame, wait_until
+
+from tarantool_pool import Connection, NetworkError, transport
+from tarantool_pool import protocol as p
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,3 +75,94 @@ def test_a_follower_interrupted_by_ctrl_c_leaves_nothing_pending(server: Scripte
         slow.join(5)
         assert slow_reply == [["slow"]]
         assert conn.in_flight == 0
+
+
+class CutServer:
+    """Answers the first request (X) only once a second one (Y) arrived, with a reply cut in two sends.
+
+    X's reply carries, at the very end of a bin field, bytes that form a complete
+    frame for Y's sync.  Read whole, they are data; read from the cut, they are a reply to Y.
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.client: socket.socket | None = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        client, _ = self.listener.accept()
+        self.client = client
+        client.sendall(GREETING)
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        items: list[Any] = []
+        syncs: list[int] = []
+        while len(syncs) < 2:
+            data = client.recv(65536)
+            if not data:
+                return
+            unpacker.feed(data)
+            items.extend(unpacker)
+            while len(items) >= 3:
+                syncs.append(items[1][p.KEY_SYNC])
+                del items[:3]
+        x_sync, y_sync = syncs
+        forged = reply_frame(0, y_sync, ["forged for Y"])
+        header = msgpack.packb({p.KEY_CODE: 0, p.KEY_SYNC: x_sync})
+        body_head = b"\x81" + msgpack.packb(p.KEY_DATA) + b"\x91" + b"\xc4" + bytes([len(forged)])
+        payload = header + body_head + forged
+        head = b"\xce" + len(payload).to_bytes(4, "big") + header + body_head
+        client.sendall(head)
+        time.sleep(0.3)  # the leader reads the head alone
+        client.sendall(forged)
+        time.sleep(5)
+
+    def close(self) -> None:
+        self.listener.close()
+        if self.client is not None:
+            self.client.close()
+
+
+def test_ctrl_c_in_a_leader_after_it_took_bytes_cannot_hand_a_forged_reply_to_another_caller(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A KeyboardInterrupt reaches the main thread at the first check after a C call returns: after
+    # recv_into has taken bytes out of the socket, before the decoder got them.  Those bytes are gone,
+    # and the next reader decodes the stream from the middle of a frame.  Simulated exactly there.
+    real_recv = transport.Link._recv
+    fired: list[bool] = []
+
+    def recv_then_interrupted(link: transport.Link, timeout: float) -> Any:
+        data = real_recv(link, timeout)
+        if data and not fired and threading.current_thread() is threading.main_thread():
+            fired.append(True)
+            raise KeyboardInterrupt
+        return data
+
+    monkeypatch.setattr(transport.Link, "_recv", recv_then_interrupted)
+    cut = CutServer()
+    conn = Connection("127.0.0.1", cut.port, fetch_schema=False, auto_reconnect=False)
+    try:
+        link = conn._link
+        assert link is not None
+        outcome: list[Any] = []
+
+        def caller_y() -> None:
+            wait_until(lambda: link._leader is not None, "X's caller never led")
+            try:
+                outcome.append(conn.call("op", ["Y"], timeout=3).data)
+            except NetworkError as exc:  # the link is not trustworthy any more: fine
+                outcome.append(exc)
+            except Exception as exc:  # a timeout: the reply was lost, not forged; still recorded
+                outcome.append(exc)
+
+        other = threading.Thread(target=caller_y)
+        other.start()
+        with pytest.raises(KeyboardInterrupt):
+            conn.call("op", ["X"], timeout=3)
+        other.join(5)
+        assert fired and len(outcome) == 1
+        assert outcome[0] != ["forged for Y"], "bytes inside X's reply were delivered to Y as its reply"
+        assert isinstance(outcome[0], NetworkError), outcome[0]
+    finally:
+        conn.close()
+        cut.close()
