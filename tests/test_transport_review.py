@@ -112,10 +112,12 @@ class CutServer:
         body_head = b"\x81" + msgpack.packb(p.KEY_DATA) + b"\x91" + b"\xc4" + bytes([len(forged)])
         payload = header + body_head + forged
         head = b"\xce" + len(payload).to_bytes(4, "big") + header + body_head
-        client.sendall(head)
-        time.sleep(0.3)  # the leader reads the head alone
-        client.sendall(forged)
-        time.sleep(5)
+        try:
+            client.sendall(head)
+            time.sleep(0.3)  # the leader reads the head alone
+            client.sendall(forged)
+        except OSError:  # the client dropped the link (as it should) and the test closed us
+            pass
 
     def close(self) -> None:
         self.listener.close()
@@ -166,3 +168,41 @@ def test_ctrl_c_in_a_leader_after_it_took_bytes_cannot_hand_a_forged_reply_to_an
     finally:
         conn.close()
         cut.close()
+
+
+def test_close_with_a_leader_in_poll_closes_the_socket_and_ends_the_watcher(server: ScriptedServer) -> None:
+    conn = connect(server)
+    link = conn._link
+    assert link is not None
+    errors: list[BaseException] = []
+
+    def caller(tag: int) -> None:
+        try:
+            conn.call("op", [tag, 5.0, 0, False], timeout=10)
+        except BaseException as exc:  # recorded, checked below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(link.pending) == 4 and link._leader is not None, "never settled")
+    conn.close()
+    for thread in threads:
+        thread.join(3)
+    assert len(errors) == 4
+    wait_until(lambda: link.sock.fileno() == -1, "the socket was never closed")
+    assert link._leader is None
+    assert link._watcher is None or not link._watcher.is_alive()
+
+
+def test_register_on_a_dead_link_fails_the_slot_at_once(server: ScriptedServer) -> None:
+    conn = connect(server)
+    link = conn._link
+    assert link is not None
+    conn.close()
+    slot = transport.ReplySlot()
+    link.register(123, slot)
+    assert slot.done and slot.error is not None and 123 not in link.pending
+    started = time.monotonic()
+    assert link.wait(123, slot, time.monotonic() + 5)
+    assert time.monotonic() - started < 0.5
