@@ -487,11 +487,20 @@ class Link(InFlight):
         followers = self._followers
         if self.alive:
             while followers:
-                follower = followers.popleft()
+                # A KeyboardInterrupt (the main thread may pass the role) is raised at a function's
+                # entry or after a call returns: so no Python call sits between naming the new leader
+                # and waking it (it would hold the role asleep until its own deadline, nobody
+                # reading), and the entry is popped only after the wake (a parked follower missing
+                # from the queue is woken by nobody, not even lose()).  Interrupted before
+                # _leader is set, the role is still the interrupted caller's, which passes it again.
+                follower = followers[0]
                 if follower.parked:
+                    follower.parked = False
+                    follower._wakeup.release()  # type: ignore[union-attr]  # a parked slot has its lock
+                    followers.popleft()
                     self._leader = follower
-                    self._wake(follower)
                     return
+                followers.popleft()
         self._leader = None
         if not self.alive and not self._closed:  # the link died while this thread read: close it now
             self._closed = True

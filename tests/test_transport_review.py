@@ -18,7 +18,7 @@ import msgpack
 import pytest
 from test_transport import GREETING, ScriptedServer, connect, reply_frame, wait_until
 
-from tarantool_pool import Connection, NetworkError, transport
+from tarantool_pool import Connection, NetworkError, RequestTimeoutError, transport
 from tarantool_pool import protocol as p
 
 pytestmark = pytest.mark.timeout(60)
@@ -206,3 +206,43 @@ def test_register_on_a_dead_link_fails_the_slot_at_once(server: ScriptedServer) 
     started = time.monotonic()
     assert link.wait(123, slot, time.monotonic() + 5)
     assert time.monotonic() - started < 0.5
+
+
+def test_ctrl_c_while_a_leader_hands_the_role_on_leaves_nobody_asleep_with_it(
+        server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python raises a KeyboardInterrupt at a function's entry: in _pass_role, at the entry of the call
+    # that wakes the new leader, after _leader already named it.  The follower then held the role
+    # asleep: nobody read until its own deadline, and every other caller timed out meanwhile.
+    real_wake = transport.Link._wake
+    fired: list[bool] = []
+
+    def interrupted_wake(link: transport.Link, slot: transport.ReplySlot) -> None:
+        if (not fired and threading.current_thread() is threading.main_thread()
+                and link._leader is slot and slot.parked):  # called from _pass_role
+            fired.append(True)
+            raise KeyboardInterrupt
+        real_wake(link, slot)
+
+    monkeypatch.setattr(transport.Link, "_wake", interrupted_wake)
+    with connect(server) as conn:
+        link = conn._link
+        assert link is not None
+        got: list[Any] = []
+
+        def follower() -> None:
+            wait_until(lambda: link._leader is not None, "the main thread never led")
+            started = time.monotonic()
+            try:
+                got.append(conn.call("op", ["Y", 0.4, 0, False], timeout=5).data)
+            except RequestTimeoutError as exc:
+                got.append(exc)
+            got.append(time.monotonic() - started)
+
+        thread = threading.Thread(target=follower)
+        thread.start()
+        try:
+            conn.call("op", ["X", 0.2, 0, False], timeout=5)
+        except KeyboardInterrupt:
+            pass
+        thread.join(6)
+        assert got and got[0] == ["Y"] and got[1] < 2.0, got
