@@ -45,8 +45,9 @@ from .protocol import Decoder, Encoder, Frame
 from .requests import Request
 from .response import Response
 from .schema import VINDEX_ID, VSPACE_ID, Schema
+from .sockets import TlsOptions, open_socket, read_greeting
 from .streaming import iterate_select
-from .transport import Link, ReplySlot, TlsOptions, open_socket, read_greeting
+from .transport import Link, ReplySlot
 
 log = logging.getLogger("tarantool_pool")
 

@@ -1,8 +1,9 @@
 """The transport edge: one socket, many requests in flight on it.
 
 Rules:
-- Socket and TLS exceptions become library errors here and nowhere else
-  (:func:`translate_socket_error`).
+- Socket and TLS exceptions become library errors at this edge, through
+  sockets.py's :func:`~tarantool_pool.sockets.translate_socket_error` (where
+  sockets are opened).
 - A :class:`Link` is one physical connection.  Callers write their own
   request bytes (batched: whoever finds the outbox idle sends everything queued
   behind it in one send) and read the replies themselves, leader/follower
@@ -61,11 +62,11 @@ import ssl
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ConnectionClosedError, Error, NetworkError, ProtocolError, SslError
-from .protocol import GREETING_SIZE, STATUS_CHUNK, Decoder, Frame, Greeting, parse_greeting
+from .errors import ConnectionClosedError, NetworkError, ProtocolError
+from .protocol import STATUS_CHUNK, Decoder, Frame, Greeting
+from .sockets import translate_socket_error
 
 log = logging.getLogger("tarantool_pool")
 
@@ -76,132 +77,6 @@ _HANGUP: int = getattr(select, "EPOLLRDHUP", 0)  # Linux only
 # poll() takes at most 2**31-1 ms (24.8 days) and raises OverflowError beyond: longer waits are cut
 # into pieces of this size (the caller polls again until its own deadline).
 _POLL_MAX_SECONDS = 86400.0
-
-@dataclass(frozen=True)
-class TlsOptions:
-    """Client TLS settings (the ``ssl_*`` options of the compatible API)."""
-
-    key_file: str | None = None
-    cert_file: str | None = None
-    ca_file: str | None = None
-    ciphers: str | None = None
-    password: str | None = field(default=None, repr=False)  # the key's pass phrase: never shown
-    password_file: str | None = None
-
-    def context(self) -> ssl.SSLContext:
-        """Build the client context: the server certificate is verified when a CA is given."""
-        try:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            if self.ca_file:
-                context.load_verify_locations(cafile=self.ca_file)
-                context.check_hostname = False  # Tarantool certificates rarely name the host
-                context.verify_mode = ssl.CERT_REQUIRED
-            else:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            if self.cert_file:
-                self._load_cert_chain(context)
-            if self.ciphers:
-                context.set_ciphers(self.ciphers)
-            return context
-        except (ssl.SSLError, OSError) as exc:
-            raise SslError(0, f"cannot set up TLS: {exc}") from exc
-
-    def _load_cert_chain(self, context: ssl.SSLContext) -> None:
-        # Never pass password=None: for an encrypted key OpenSSL would then ask for
-        # the pass phrase on the terminal (a hang) or fail with a bare EINVAL.
-        candidates: list[str] = [] if self.password is None else [self.password]
-        if self.password_file:
-            with open(self.password_file, encoding="utf-8") as lines:
-                candidates += [line.rstrip("\r\n") for line in lines if line.strip()]
-        if not candidates:
-            try:
-                context.load_cert_chain(self.cert_file, self.key_file, password=self._no_key_password)  # type: ignore[arg-type]
-                return
-            except self._KeyNeedsPassword:
-                raise SslError(0, f"cannot load the client certificate/key: the key {self.key_file or self.cert_file} "
-                                  "is encrypted and neither ssl_password nor ssl_password_file is given") from None
-        last_error: Exception | None = None
-        for password in candidates:
-            try:
-                context.load_cert_chain(self.cert_file, self.key_file, password=password)  # type: ignore[arg-type]
-                return
-            except ssl.SSLError as exc:
-                last_error = exc
-        raise SslError(0, f"cannot load the client certificate/key (wrong key password? "
-                          f"{len(candidates)} tried): {last_error}")
-
-    class _KeyNeedsPassword(Exception):
-        """Raised from OpenSSL's password callback when no password was configured."""
-
-    @staticmethod
-    def _no_key_password() -> str:
-        raise TlsOptions._KeyNeedsPassword()
-
-
-def translate_socket_error(exc: BaseException, where: str) -> Error:
-    """Map a socket-level exception to the library's error, naming what failed."""
-    if isinstance(exc, Error):
-        return exc
-    if isinstance(exc, ssl.SSLError):
-        return SslError(0, f"{where}: TLS error: {exc}")
-    if isinstance(exc, socket.timeout):
-        return NetworkError(0, f"{where}: timed out")
-    if isinstance(exc, OSError):
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        return NetworkError(exc.errno or 0, f"{where}: {reason}")
-    return NetworkError(0, f"{where}: {type(exc).__name__}: {exc}")
-
-
-def _writable(sock: socket.socket, timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds until ``sock`` can take more bytes."""
-    poller = select.poll()
-    poller.register(sock, select.POLLOUT)
-    return bool(poller.poll(max(timeout, 0.0) * 1000.0))
-
-
-def open_socket(host: str | None, port: int | str, timeout: float, tls: TlsOptions | None) -> socket.socket:
-    """Connect (TCP, or a unix socket when host is None or 'unix/'), do TLS, within ``timeout``."""
-    where = f"connect to {host}:{port}" if host not in (None, "unix/") else f"connect to unix socket {port}"
-    sock: socket.socket | None = None
-    try:
-        if host in (None, "unix/"):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(str(port))
-        else:
-            sock = socket.create_connection((host, int(port)), timeout=timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if tls is not None:
-            sock = tls.context().wrap_socket(sock, server_hostname=host if host not in (None, "unix/") else None)
-        return sock
-    except BaseException as exc:
-        if sock is not None:
-            sock.close()
-        raise translate_socket_error(exc, where) from exc
-
-
-def read_greeting(sock: socket.socket, timeout: float, where: str) -> Greeting:
-    """Read the 128-byte greeting (the server sends it unasked) within ``timeout``."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while len(data) < GREETING_SIZE:
-            chunk = sock.recv(GREETING_SIZE - len(data))
-            if not chunk:
-                raise ConnectionClosedError(0, f"{where}: the server closed the connection before its greeting")
-            data += chunk
-    except Error:
-        raise
-    except BaseException as exc:
-        raise translate_socket_error(exc, f"{where}: reading the greeting") from exc
-    try:
-        return parse_greeting(data)
-    except ProtocolError as exc:  # say which server it was: a pool has several
-        raise ProtocolError(exc.code, f"{where}: {exc.message}") from exc
-
-
-
 
 class ReplySlot:
     """One caller's private place for its reply; completed exactly once.

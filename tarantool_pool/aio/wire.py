@@ -44,7 +44,8 @@ from .. import protocol as p
 from ..connection import DEFAULT_CONNECT_TIMEOUT, Connection
 from ..errors import ConnectionClosedError, Error, NetworkError, ProtocolError
 from ..protocol import GREETING_SIZE, STATUS_CHUNK, Decoder, Frame, Greeting
-from ..transport import RECV_SIZE, InFlight, Link, translate_socket_error
+from ..sockets import translate_socket_error
+from ..transport import RECV_SIZE, InFlight, Link
 
 if TYPE_CHECKING:
     from .engine import LoopState
