@@ -1,4 +1,6 @@
-"""Review of transport.Link's leader/follower reading: the edge cases the stress test does not reach.
+"""transport.Link's leader/follower reading at its edges, which the stress test does not reach:
+a Ctrl-C in a leader or a follower, an ``on_push`` that raises, a deadline beyond what
+poll() takes, close() with a reader in poll(), a request registered on a dead link.
 
 Against the scripted IPROTO server of tests/test_transport.py (no Tarantool),
 plus a hand-driven server where a test needs to control how reply bytes are cut.
