@@ -138,8 +138,6 @@ class InFlight:
         return True
 
 
-
-
 class Link(InFlight):
     """One socket; requests pipelined, replies matched by sync and read by the waiting callers."""
 
@@ -309,23 +307,26 @@ class Link(InFlight):
                 # The caller is gone (the exception goes up its stack): its request must not stay
                 # pending until a reply that may never come (in_flight, wait_idle and the pool's
                 # least-loaded choice count it).  A late reply or push is dropped like a timed-out one's.
-                if sync is not None and self.pending.get(sync) is slot:
-                    del self.pending[sync]
-                    if self._idle_waiter is not None and not self.pending:
-                        self._idle_waiter.set()
+                self._withdraw(sync)
             raise
 
     def _finish(self, sync: int | None, slot: ReplySlot) -> bool:
         """Under _lock, the wait is over: done, link dead, or deadline passed."""
         if slot.done:
             return True
-        if sync is not None and self.pending.pop(sync, None) is not None:
-            if self._idle_waiter is not None and not self.pending:
-                self._idle_waiter.set()
-            if not self.alive:  # lose() fails every registered slot; this one was registered after
-                slot.fail(self.lost_error())
-                return True
+        if self._withdraw(sync) and not self.alive:  # lose() failed every slot registered before it
+            slot.fail(self.lost_error())
+            return True
         return False
+
+    def _withdraw(self, sync: int | None) -> bool:
+        """Under _lock: take the caller's sync out of ``pending`` (a late reply finds nothing and is
+        dropped); True if it was still there.  A done slot was popped by whoever completed it."""
+        if sync is None or self.pending.pop(sync, None) is None:
+            return False
+        if self._idle_waiter is not None and not self.pending:
+            self._idle_waiter.set()
+        return True
 
     def _park(self, slot: ReplySlot) -> None:
         """Under _lock: become a follower (someone leads, so someone will wake us)."""
