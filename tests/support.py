@@ -72,3 +72,17 @@ async def until(predicate: Callable[[], Any], timeout: float, what: str, interva
         if time.monotonic() >= deadline:
             pytest.fail(f"{what}: not true within {timeout} s")
         await asyncio.sleep(interval)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> Any:
+    """Readiness for a condition with no event to wait on (another process's or thread's state):
+    check ``predicate`` every ``interval`` s; return its first truthy value, or fail the test
+    naming ``what`` once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not true within {timeout} s")
+        time.sleep(interval)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from cluster import Cluster
-from support import READER_PREFIX
+from support import READER_PREFIX, wait_for
 
 from tarantool_pool import Connection, Response
 from tarantool_pool.connection_pool import ConnectionPool, Mode, PoolTolopogyError
@@ -34,23 +34,6 @@ _keys = itertools.count(random.randrange(1 << 40) + (1 << 41))
 def new_key() -> int:
     """A test_int primary key that no other test of this session uses."""
     return next(_keys)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> Any:
-    """Readiness helper: check ``predicate`` every ``interval`` s until it is truthy.
-
-    Returns the truthy value as soon as it appears; fails the test naming
-    ``what`` once ``timeout`` seconds have passed.  Used only for conditions
-    that have no event to wait on (another process's state).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not true within {timeout} s")
-        time.sleep(interval)
 
 
 def pool_threads() -> set[threading.Thread]:

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 import pytest
 from cluster import NAMES, Cluster
-from support import ThreadGroup
+from support import ThreadGroup, wait_for
 
 from tarantool_pool import ConnectionPool, DatabaseError, EventKind, Mode, PoolEvent, UnknownOutcomeError
 
@@ -71,15 +70,6 @@ def make_pool(make_pool: Callable[..., ConnectionPool]) -> Callable[..., Connect
         return pool
 
     return make
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> None:
-    """Check ``predicate`` every ``interval`` s until it holds; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not true within {timeout} s")
-        time.sleep(interval)
 
 
 def uri(cluster: Cluster, name: str) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from support import wait_for
 
 from tarantool_pool import (
     Connection,
@@ -192,14 +193,6 @@ class Watch:
         monkeypatch.setattr(transport.Link, "__init__", __init__)
 
 
-def wait_until(condition: Any, what: str, timeout: float = 5.0) -> None:
-    """Readiness by condition: poll ``condition`` (a cheap read of the link's state) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.001)
-
-
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     scripted = ScriptedServer()
@@ -288,7 +281,7 @@ def test_a_follower_times_out_at_its_own_deadline_while_another_caller_reads(ser
         slow.start()
         link = conn._link
         assert link is not None
-        wait_until(lambda: link._leader is not None, "the slow caller never took the reading role")
+        wait_for(lambda: link._leader is not None, 5, "the slow caller never took the reading role")
         started = time.monotonic()
         with pytest.raises(RequestTimeoutError):
             conn.call("op", ["dropped", 0, 0, True], timeout=0.2)
@@ -329,8 +322,8 @@ def test_close_fails_a_leader_and_its_followers_at_once(server: ScriptedServer) 
         thread.start()
     link = conn._link
     assert link is not None
-    wait_until(lambda: len(link.pending) == 6 and len([f for f in link._followers if f.parked]) == 5,
-               "the six callers never settled into one leader and five followers")
+    wait_for(lambda: len(link.pending) == 6 and len([f for f in link._followers if f.parked]) == 5, 5,
+             "the six callers never settled into one leader and five followers")
     closed_at = time.monotonic()
     conn.close()
     for thread in threads:

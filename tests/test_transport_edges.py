@@ -18,7 +18,8 @@ from typing import Any
 
 import msgpack
 import pytest
-from test_transport import GREETING, ScriptedServer, connect, reply_frame, wait_until
+from support import wait_for
+from test_transport import GREETING, ScriptedServer, connect, reply_frame
 
 from tarantool_pool import Connection, NetworkError, RequestTimeoutError, transport
 from tarantool_pool import protocol as p
@@ -40,7 +41,7 @@ def test_a_timeout_longer_than_poll_can_wait_does_not_kill_the_link(server: Scri
         month = 30 * 86400.0
         assert conn.call("op", ["long", 0.01, 0, False], timeout=month).data == ["long"]
         link = conn._link
-        assert link is not None and link.alive, link.lost_reason
+        assert link is not None and link.alive, link and link.lost_reason
 
 
 def test_a_caller_whose_on_push_raises_leaves_nothing_pending(server: ScriptedServer) -> None:
@@ -65,10 +66,10 @@ def test_a_follower_interrupted_by_ctrl_c_leaves_nothing_pending(server: Scripte
         slow = threading.Thread(target=lambda: slow_reply.append(conn.call("op", ["slow", 0.5, 0, False],
                                                                             timeout=5).data))
         slow.start()
-        wait_until(lambda: link._leader is not None, "the slow caller never took the reading role")
+        wait_for(lambda: link._leader is not None, 5, "the slow caller never took the reading role")
 
         def interrupt() -> None:  # once the main thread sleeps as a follower
-            wait_until(lambda: any(slot.parked for slot in list(link.pending.values())), "never parked")
+            wait_for(lambda: any(slot.parked for slot in list(link.pending.values())), 5, "never parked")
             os.kill(os.getpid(), signal.SIGINT)
 
         threading.Thread(target=interrupt).start()
@@ -151,7 +152,7 @@ def test_ctrl_c_in_a_leader_after_it_took_bytes_cannot_hand_a_forged_reply_to_an
         outcome: list[Any] = []
 
         def caller_y() -> None:
-            wait_until(lambda: link._leader is not None, "X's caller never led")
+            wait_for(lambda: link._leader is not None, 5, "X's caller never led")
             try:
                 outcome.append(conn.call("op", ["Y"], timeout=3).data)
             except NetworkError as exc:  # the link is not trustworthy any more: fine
@@ -187,12 +188,12 @@ def test_close_with_a_leader_in_poll_closes_the_socket_and_ends_the_watcher(serv
     threads = [threading.Thread(target=caller, args=(n,)) for n in range(4)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: len(link.pending) == 4 and link._leader is not None, "never settled")
+    wait_for(lambda: len(link.pending) == 4 and link._leader is not None, 5, "never settled")
     conn.close()
     for thread in threads:
         thread.join(3)
     assert len(errors) == 4
-    wait_until(lambda: link.sock.fileno() == -1, "the socket was never closed")
+    wait_for(lambda: link.sock.fileno() == -1, 5, "the socket was never closed")
     assert link._leader is None
     assert link._watcher is None or not link._watcher.is_alive()
 
@@ -232,7 +233,7 @@ def test_ctrl_c_while_a_leader_hands_the_role_on_leaves_nobody_asleep_with_it(
         got: list[Any] = []
 
         def follower() -> None:
-            wait_until(lambda: link._leader is not None, "the main thread never led")
+            wait_for(lambda: link._leader is not None, 5, "the main thread never led")
             started = time.monotonic()
             try:
                 got.append(conn.call("op", ["Y", 0.4, 0, False], timeout=5).data)
